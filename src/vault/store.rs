@@ -1,0 +1,168 @@
+//! The keyring file on disk: where it lives, the lock that serialises writers, and
+//! atomic replacement (temporary file, fsync, rename, fsync of the folder), mode 0600.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::VaultError;
+
+/// How long a command waits for another nasring process to finish with the keyring.
+const LOCK_WAIT: Duration = Duration::from_secs(60);
+
+fn io_error(action: impl Into<String>, path: &Path, e: io::Error) -> VaultError {
+    VaultError::Io {
+        action: format!("{} {}", action.into(), path.display()),
+        detail: e.to_string(),
+    }
+}
+
+/// The default keyring file: `$XDG_DATA_HOME/nasring/keyring.nasring`, else
+/// `~/.local/share/nasring/keyring.nasring`.
+pub fn default_path() -> Option<PathBuf> {
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
+    Some(data.join("nasring").join("keyring.nasring"))
+}
+
+/// A held lock on a keyring (its `.lock` file beside it). Released when dropped.
+pub struct KeyringLock {
+    _file: File,
+}
+
+fn lock_path(vault: &Path) -> PathBuf {
+    let mut name = vault.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    vault.with_file_name(name)
+}
+
+/// Takes the keyring's lock, exclusive for writers and shared for readers, waiting for
+/// other nasring processes for up to a minute.
+pub fn lock(vault: &Path, exclusive: bool) -> Result<KeyringLock, VaultError> {
+    ensure_folder(vault)?;
+    let path = lock_path(vault);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| io_error("opening the lock file", &path, e))?;
+    let start = Instant::now();
+    loop {
+        let attempt = if exclusive { file.try_lock() } else { file.try_lock_shared() };
+        match attempt {
+            Ok(()) => return Ok(KeyringLock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) if start.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(fs::TryLockError::WouldBlock) => return Err(VaultError::Busy),
+            Err(fs::TryLockError::Error(e)) => return Err(io_error("locking", &path, e)),
+        }
+    }
+}
+
+/// Makes the keyring's folder (0700) if it is missing.
+fn ensure_folder(vault: &Path) -> Result<(), VaultError> {
+    let Some(dir) = vault.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).map_err(|e| io_error("creating the folder", dir, e))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| io_error("setting permissions of", dir, e))
+}
+
+/// Reads the keyring file, or `None` if there is none.
+pub fn read(vault: &Path) -> Result<Option<Vec<u8>>, VaultError> {
+    match fs::read(vault) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error("reading", vault, e)),
+    }
+}
+
+/// Replaces the keyring file atomically. The caller holds the exclusive lock.
+pub fn write_atomic(vault: &Path, bytes: &[u8]) -> Result<(), VaultError> {
+    ensure_folder(vault)?;
+    let dir = vault.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp_name = vault.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = vault.with_file_name(tmp_name);
+    let result = write_then_rename(&tmp, vault, bytes);
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    sync_folder(dir)
+}
+
+fn write_then_rename(tmp: &Path, vault: &Path, bytes: &[u8]) -> Result<(), VaultError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)
+        .map_err(|e| io_error("creating", tmp, e))?;
+    file.write_all(bytes).map_err(|e| io_error("writing", tmp, e))?;
+    file.sync_all().map_err(|e| io_error("flushing", tmp, e))?;
+    drop(file);
+    fs::rename(tmp, vault).map_err(|e| io_error("replacing", vault, e))
+}
+
+fn sync_folder(dir: &Path) -> Result<(), VaultError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error("flushing the folder", dir, e))
+}
+
+/// Removes the keyring file. The caller holds the exclusive lock.
+pub fn remove(vault: &Path) -> Result<bool, VaultError> {
+    match fs::remove_file(vault) {
+        Ok(()) => {
+            let dir = vault.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            sync_folder(dir)?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_error("removing", vault, e)),
+    }
+}
+
+/// A keyring file readable by others is reported, since its metadata (system names, URLs)
+/// is not encrypted.
+pub fn is_private(vault: &Path) -> bool {
+    fs::metadata(vault)
+        .map(|m| m.permissions().mode() & 0o077 == 0)
+        .unwrap_or(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_is_private_and_replaces() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub").join("k.nasring");
+        let _lock = lock(&path, true).expect("lock");
+        write_atomic(&path, b"one").expect("write");
+        write_atomic(&path, b"two").expect("write");
+        assert_eq!(fs::read(&path).expect("read"), b"two");
+        let mode = fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let leftovers: Vec<_> = fs::read_dir(path.parent().expect("parent"))
+            .expect("list")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+}
