@@ -1,0 +1,132 @@
+//! Opening a keyring: find an enrolled token, ask the passphrase (and PIN), unlock.
+
+use tracing::debug;
+
+use super::prompt::pin_warning;
+use super::{CliError, Context};
+use crate::secret::{Passphrase, Pin};
+use crate::token::{self, Token, TokenError, TokenUri};
+use crate::vault::{KeyringLock, OpenKeyring, Sealed, Unlocker};
+
+/// The token to open the keyring with, and the unlocker it matches.
+struct Chosen {
+    token: Box<dyn Token>,
+    label: String,
+    separate_pin: bool,
+}
+
+/// Opens the first enrolled token that is present (or the one named by --use-token).
+fn choose_token(ctx: &Context, sealed: &Sealed) -> Result<Chosen, CliError> {
+    if let Some(uri) = &ctx.use_token {
+        let mut tok = token::open(&TokenUri::parse(uri)?)?;
+        let key = tok.public_key()?;
+        let unlocker = sealed.unlocker_for(&key);
+        return Ok(Chosen {
+            label: tok.info().label,
+            separate_pin: unlocker.is_some_and(|u| u.token.separate_pin),
+            token: tok,
+        });
+    }
+    let mut missing = Vec::new();
+    for unlocker in &sealed.document().unlockers {
+        match open_enrolled(unlocker) {
+            Ok(tok) => {
+                return Ok(Chosen {
+                    token: tok,
+                    label: unlocker.token.label.clone(),
+                    separate_pin: unlocker.token.separate_pin,
+                })
+            }
+            Err(e @ (TokenError::TokenNotFound { .. } | TokenError::KeyNotFound { .. })) => {
+                debug!(unlocker = %unlocker.id, error = %e, "enrolled token not usable");
+                missing.push(unlocker.token.label.clone());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(TokenError::TokenNotFound {
+        uri: "any enrolled token".into(),
+        remedy: format!(
+            "Insert one of the keyring's tokens: {}. For SoftHSM, check SOFTHSM2_CONF.",
+            missing.join(", ")
+        ),
+    }
+    .into())
+}
+
+fn open_enrolled(unlocker: &Unlocker) -> Result<Box<dyn Token>, TokenError> {
+    let uri = TokenUri::parse(&unlocker.token.uri)?;
+    let mut tok = token::open(&uri)?;
+    // The URI can match a different token with the same label: compare the key too.
+    let key = tok.public_key()?;
+    if sealed_key_matches(unlocker, &key) {
+        Ok(tok)
+    } else {
+        Err(TokenError::KeyNotFound {
+            uri: unlocker.token.uri.clone(),
+            remedy: "The token present has another key than the one enrolled.".into(),
+        })
+    }
+}
+
+fn sealed_key_matches(unlocker: &Unlocker, key: &p256::PublicKey) -> bool {
+    let encoded = crate::vault::format::b64(p256::EncodedPoint::from(key).as_bytes());
+    unlocker.token.public_key == encoded
+}
+
+/// The PIN to present: the passphrase, or a separate PIN asked after it.
+pub fn pin_for(
+    ctx: &mut Context,
+    token: &mut dyn Token,
+    label: &str,
+    separate: bool,
+    passphrase: &Passphrase,
+) -> Result<Option<Pin>, CliError> {
+    let status = token.pin_status()?;
+    if status.locked {
+        return Err(TokenError::PinLocked {
+            remedy: "Unblock the token's PIN with its PUK or security officer PIN, then try again."
+                .into(),
+        }
+        .into());
+    }
+    if !separate {
+        if let Some(w) = pin_warning(&status) {
+            ctx.ui.notice(&w);
+        }
+        return Ok(Some(Pin::from(passphrase)));
+    }
+    ctx.secrets.pin(ctx.ui, label, &status).map(Some)
+}
+
+/// Asks the passphrase for the keyring as it is on disk now (nothing locked while asking).
+pub fn ask_passphrase(ctx: &mut Context) -> Result<Passphrase, CliError> {
+    let sealed = ctx.vault.load()?;
+    let name = sealed.document().name.clone();
+    ctx.secrets.passphrase(ctx.ui, &name)
+}
+
+/// Opens the keyring for reading: shared lock while reading, none while deciding.
+pub fn open_keyring(ctx: &mut Context) -> Result<OpenKeyring, CliError> {
+    let passphrase = ask_passphrase(ctx)?;
+    let sealed = ctx.vault.load()?;
+    unlock(ctx, sealed, &passphrase)
+}
+
+/// Opens the keyring for a change: the exclusive lock is held until the caller saves.
+pub fn open_for_update(ctx: &mut Context) -> Result<(KeyringLock, OpenKeyring), CliError> {
+    let passphrase = ask_passphrase(ctx)?;
+    let (lock, sealed) = ctx.vault.load_for_update()?;
+    let keyring = unlock(ctx, sealed, &passphrase)?;
+    Ok((lock, keyring))
+}
+
+fn unlock(ctx: &mut Context, sealed: Sealed, passphrase: &Passphrase) -> Result<OpenKeyring, CliError> {
+    let mut chosen = choose_token(ctx, &sealed)?;
+    let pin = pin_for(ctx, chosen.token.as_mut(), &chosen.label, chosen.separate_pin, passphrase)?;
+    let keyring = sealed.open(chosen.token.as_mut(), passphrase, pin.as_ref())?;
+    for warning in chosen.token.warnings() {
+        ctx.ui.notice(&format!("Warning: {warning}"));
+    }
+    Ok(keyring)
+}
