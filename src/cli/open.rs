@@ -6,7 +6,7 @@ use super::prompt::pin_warning;
 use super::{CliError, Context};
 use crate::secret::{Passphrase, Pin};
 use crate::token::{self, Token, TokenError, TokenUri};
-use crate::vault::{KeyringLock, OpenKeyring, Sealed, Unlocker};
+use crate::vault::{KeyringLock, OpenKeyring, Sealed, Unlocker, VaultError};
 
 /// The token to open the keyring with, and the unlocker it matches.
 struct Chosen {
@@ -28,21 +28,30 @@ fn choose_token(ctx: &Context, sealed: &Sealed) -> Result<Chosen, CliError> {
         });
     }
     let mut missing = Vec::new();
+    let mut other_key = None;
     for unlocker in &sealed.document().unlockers {
         match open_enrolled(unlocker) {
-            Ok(tok) => {
+            Ok(Found::Enrolled(tok)) => {
                 return Ok(Chosen {
                     token: tok,
                     label: unlocker.token.label.clone(),
                     separate_pin: unlocker.token.separate_pin,
                 })
             }
+            Ok(Found::OtherKey(fingerprint)) => other_key = Some(fingerprint),
             Err(e @ (TokenError::TokenNotFound { .. } | TokenError::KeyNotFound { .. })) => {
                 debug!(unlocker = %unlocker.id, error = %e, "enrolled token not usable");
                 missing.push(unlocker.token.label.clone());
             }
             Err(e) => return Err(e.into()),
         }
+    }
+    if let Some(fingerprint) = other_key {
+        return Err(VaultError::TokenNotEnrolled {
+            keyring: sealed.document().name.clone(),
+            fingerprint,
+        }
+        .into());
     }
     Err(TokenError::TokenNotFound {
         uri: "any enrolled token".into(),
@@ -54,18 +63,21 @@ fn choose_token(ctx: &Context, sealed: &Sealed) -> Result<Chosen, CliError> {
     .into())
 }
 
-fn open_enrolled(unlocker: &Unlocker) -> Result<Box<dyn Token>, TokenError> {
+/// A token found where an unlocker's URI points: the enrolled one, or one with another key.
+enum Found {
+    Enrolled(Box<dyn Token>),
+    OtherKey(String),
+}
+
+fn open_enrolled(unlocker: &Unlocker) -> Result<Found, TokenError> {
     let uri = TokenUri::parse(&unlocker.token.uri)?;
     let mut tok = token::open(&uri)?;
     // The URI can match a different token with the same label: compare the key too.
     let key = tok.public_key()?;
     if sealed_key_matches(unlocker, &key) {
-        Ok(tok)
+        Ok(Found::Enrolled(tok))
     } else {
-        Err(TokenError::KeyNotFound {
-            uri: unlocker.token.uri.clone(),
-            remedy: "The token present has another key than the one enrolled.".into(),
-        })
+        Ok(Found::OtherKey(token::fingerprint(&key)))
     }
 }
 
