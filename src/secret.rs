@@ -146,6 +146,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("p");
         std::fs::write(&path, "correct horse\r\nsecond").expect("write");
-        assert_eq!(read_secret_file(&path).expect("read").as_str(), "correct horse");
+        assert_eq!(
+            read_secret_file(&path).expect("read").as_str(),
+            "correct horse"
+        );
     }
 }

@@ -28,7 +28,10 @@ fn round_trip_init_add_list_unlock_remove_reset() {
     assert_ok(&unlock, "unlock");
     let table = stdout(&unlock);
     assert!(table.starts_with("TrueNAS"), "{table}");
-    assert!(table.contains("nas1") && table.contains("stored"), "{table}");
+    assert!(
+        table.contains("nas1") && table.contains("stored"),
+        "{table}"
+    );
 
     assert_ok(&w.run(&["remove", "nas1"]), "remove");
     let list = stdout(&w.run(&["list"]));
@@ -42,9 +45,20 @@ fn round_trip_init_add_list_unlock_remove_reset() {
     assert!(stderr(&after).contains("nasring init"), "{}", text(&after));
 
     // Afterwards init starts afresh, with the key already on the token.
-    let again = w.run(&["init", "--name", "lab2", "--token", &w.hsm.uri, "--kdf-memory-mib", "8"]);
+    let again = w.run(&[
+        "init",
+        "--name",
+        "lab2",
+        "--token",
+        &w.hsm.uri,
+        "--kdf-memory-mib",
+        "8",
+    ]);
     assert_ok(&again, "init after reset");
-    assert_ok(&w.run(&["unlock", "--offline"]), "unlock of the new keyring");
+    assert_ok(
+        &w.run(&["unlock", "--offline"]),
+        "unlock of the new keyring",
+    );
 }
 
 #[test]
@@ -61,7 +75,10 @@ fn every_command_but_init_says_there_is_no_keyring() {
         let out = w.run(&args);
         assert_code(&out, 1, &args.join(" "));
         let err = stderr(&out);
-        assert!(err.contains("there is no keyring") && err.contains("nasring init"), "{err}");
+        assert!(
+            err.contains("there is no keyring") && err.contains("nasring init"),
+            "{err}"
+        );
     }
 }
 
@@ -77,7 +94,11 @@ fn init_refuses_a_second_keyring_and_bad_names() {
     let fresh = World::new();
     let out = fresh.run(&["init", "--name", "", "--token", &fresh.hsm.uri]);
     assert_code(&out, 1, "empty name");
-    assert!(stderr(&out).contains("keyring name is not valid"), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("keyring name is not valid"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -87,7 +108,14 @@ fn weak_passphrase_is_refused_unless_accepted() {
     let out = w
         .cmd()
         .env("NASRING_PASSPHRASE_FILE", &weak)
-        .args(["init", "--name", "lab", "--token", &w.hsm.uri, "--generate-key"])
+        .args([
+            "init",
+            "--name",
+            "lab",
+            "--token",
+            &w.hsm.uri,
+            "--generate-key",
+        ])
         .output()
         .expect("run");
     assert_code(&out, 2, "weak passphrase");
@@ -122,14 +150,26 @@ fn a_different_token_or_key_is_refused() {
     let out = w
         .cmd()
         .env("SOFTHSM2_CONF", twin.conf())
-        .args(["init", "--name", "twin", "--token", &twin.uri, "--generate-key"])
+        .args([
+            "init",
+            "--name",
+            "twin",
+            "--token",
+            &twin.uri,
+            "--generate-key",
+        ])
         .env("NASRING_VAULT", w.path("twin.nasring"))
         .args(["--kdf-memory-mib", "8", "--kdf-iterations", "1"])
         .output()
         .expect("init twin");
     assert_ok(&out, "init twin");
 
-    let out = w.cmd().env("SOFTHSM2_CONF", twin.conf()).arg("unlock").output().expect("run");
+    let out = w
+        .cmd()
+        .env("SOFTHSM2_CONF", twin.conf())
+        .arg("unlock")
+        .output()
+        .expect("run");
     assert_code(&out, 3, "unlock with the twin token");
     assert!(stderr(&out).contains("not enrolled"), "{}", text(&out));
 
@@ -146,15 +186,28 @@ fn an_absent_token_gives_a_clear_error() {
     let conf = empty.join("softhsm2.conf");
     std::fs::write(
         &conf,
-        format!("directories.tokendir = {}\nobjectstore.backend = file\n", empty.join("tokens").display()),
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\n",
+            empty.join("tokens").display()
+        ),
     )
     .expect("conf");
-    let out = w.cmd().env("SOFTHSM2_CONF", &conf).arg("unlock").output().expect("run");
+    let out = w
+        .cmd()
+        .env("SOFTHSM2_CONF", &conf)
+        .arg("unlock")
+        .output()
+        .expect("run");
     assert_code(&out, 1, "token absent");
     let err = stderr(&out);
     assert!(err.contains("Insert one of the keyring's tokens"), "{err}");
 
-    let out = w.cmd().env("SOFTHSM2_CONF", w.path("missing.conf")).arg("unlock").output().expect("run");
+    let out = w
+        .cmd()
+        .env("SOFTHSM2_CONF", w.path("missing.conf"))
+        .arg("unlock")
+        .output()
+        .expect("run");
     assert_code(&out, 1, "SoftHSM misconfigured");
     assert!(stderr(&out).contains("SOFTHSM2_CONF"), "{}", text(&out));
 }
@@ -176,15 +229,30 @@ fn separate_pin_needs_both_right() {
     let init = run(
         &w.passphrase_file,
         &pin,
-        &["init", "--name", "lab", "--token", &hsm.uri, "--generate-key", "--separate-pin"],
+        &[
+            "init",
+            "--name",
+            "lab",
+            "--token",
+            &hsm.uri,
+            "--generate-key",
+            "--separate-pin",
+        ],
     );
     assert_ok(&init, "init with a separate PIN");
-    assert_ok(&run(&w.passphrase_file, &pin, &["unlock", "--offline"]), "unlock");
+    assert_ok(
+        &run(&w.passphrase_file, &pin, &["unlock", "--offline"]),
+        "unlock",
+    );
 
     let wrong_pass = w.write("wrong-pass", "completely-different-words-123\n");
     let out = run(&wrong_pass, &pin, &["unlock", "--offline"]);
     assert_code(&out, 3, "right PIN, wrong passphrase");
-    assert!(stderr(&out).contains("wrong passphrase or wrong token"), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("wrong passphrase or wrong token"),
+        "{}",
+        text(&out)
+    );
 
     let wrong_pin = w.write("wrong-pin", "0000-not-it\n");
     let out = run(&w.passphrase_file, &wrong_pin, &["unlock", "--offline"]);
@@ -200,7 +268,14 @@ fn eight_processes_adding_at_once_lose_nothing() {
         .map(|i| {
             let key = w.write(&format!("k{i}"), &format!("{}-abcdefgh{i}\n", 100 + i));
             w.cmd()
-                .args(["add", &format!("sys{i}"), "--url", "https://127.0.0.1:9", "--username", "u"])
+                .args([
+                    "add",
+                    &format!("sys{i}"),
+                    "--url",
+                    "https://127.0.0.1:9",
+                    "--username",
+                    "u",
+                ])
                 .arg("--api-key-file")
                 .arg(&key)
                 .args(["--tls-fingerprint", &fp, "--no-check"])
@@ -225,7 +300,10 @@ fn eight_processes_adding_at_once_lose_nothing() {
     names.sort();
     let want: Vec<String> = (0..8).map(|i| format!("sys{i}")).collect();
     assert_eq!(names, want);
-    assert_ok(&w.run(&["unlock", "--offline"]), "unlock after concurrent adds");
+    assert_ok(
+        &w.run(&["unlock", "--offline"]),
+        "unlock after concurrent adds",
+    );
 }
 
 #[test]
@@ -246,10 +324,16 @@ fn import_adds_many_in_one_unlock_and_rejects_bad_lines_whole() {
     assert_code(&out, 2, "bad inventory");
     assert!(stderr(&out).contains("line 21"), "{}", text(&out));
     let list = w.run(&["list", "--json"]);
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&list.stdout).expect("json"), serde_json::json!([]));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&list.stdout).expect("json"),
+        serde_json::json!([])
+    );
 
     let good_file = w.write("good.jsonl", &good);
-    assert_ok(&w.run(&["import", good_file.to_str().expect("path")]), "import");
+    assert_ok(
+        &w.run(&["import", good_file.to_str().expect("path")]),
+        "import",
+    );
     let list = w.run(&["list", "--json"]);
     let rows: serde_json::Value = serde_json::from_slice(&list.stdout).expect("json");
     assert_eq!(rows.as_array().expect("array").len(), 20);
@@ -266,8 +350,14 @@ fn info_states_the_policy_and_the_token() {
     let unlockers = info["unlockers"].as_array().expect("unlockers");
     assert_eq!(unlockers.len(), 1);
     assert_eq!(unlockers[0]["backend"], "pkcs11");
-    assert!(unlockers[0]["fingerprint"].as_str().expect("fp").starts_with("sha256:"));
-    assert!(info["policy"].as_str().expect("policy").contains("passphrase and the token"));
+    assert!(unlockers[0]["fingerprint"]
+        .as_str()
+        .expect("fp")
+        .starts_with("sha256:"));
+    assert!(info["policy"]
+        .as_str()
+        .expect("policy")
+        .contains("passphrase and the token"));
 }
 
 #[test]
@@ -275,7 +365,10 @@ fn the_vault_file_is_private() {
     use std::os::unix::fs::PermissionsExt;
     let w = World::with_keyring();
     w.add_ok("nas1", API_KEY);
-    let mode = std::fs::metadata(&w.vault).expect("meta").permissions().mode();
+    let mode = std::fs::metadata(&w.vault)
+        .expect("meta")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     let text = std::fs::read_to_string(&w.vault).expect("read");
     assert!(!text.contains(API_KEY), "the API key is stored in clear");
@@ -297,11 +390,17 @@ fn man_page_and_completions_are_generated() {
     assert_ok(&man, "man");
     assert!(stdout(&man).contains(".TH nasring"), "{}", text(&man));
     let dir = w.path("man");
-    assert_ok(&w.run(&["man", "--out-dir", dir.to_str().expect("path")]), "man --out-dir");
+    assert_ok(
+        &w.run(&["man", "--out-dir", dir.to_str().expect("path")]),
+        "man --out-dir",
+    );
     assert!(dir.join("nasring-init.1").exists());
     for shell in ["bash", "zsh", "fish"] {
         let out = w.run(&["completions", shell]);
         assert_ok(&out, shell);
-        assert!(stdout(&out).contains("unlock"), "{shell} completions lack a command");
+        assert!(
+            stdout(&out).contains("unlock"),
+            "{shell} completions lack a command"
+        );
     }
 }

@@ -31,7 +31,12 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub json: bool,
     /// Read the passphrase from the first line of FILE instead of asking
-    #[arg(long, global = true, env = "NASRING_PASSPHRASE_FILE", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "NASRING_PASSPHRASE_FILE",
+        value_name = "FILE"
+    )]
     pub passphrase_file: Option<PathBuf>,
     /// Read a token PIN that differs from the passphrase from FILE
     #[arg(long, global = true, env = "NASRING_PIN_FILE", value_name = "FILE")]

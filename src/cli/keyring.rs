@@ -75,7 +75,11 @@ fn init_pin(
         .ok_or_else(|| CliError::Failed("no PIN for the token".into()))
 }
 
-fn token_key(ctx: &mut Context, tok: &mut dyn Token, args: &InitArgs) -> Result<p256::PublicKey, CliError> {
+fn token_key(
+    ctx: &mut Context,
+    tok: &mut dyn Token,
+    args: &InitArgs,
+) -> Result<p256::PublicKey, CliError> {
     let key = if args.generate_key {
         tok.generate_key(&KeygenOptions::default())?
     } else {
@@ -112,7 +116,11 @@ struct Created<'a> {
     fingerprint: String,
 }
 
-fn report_created(ctx: &mut Context, keyring: &OpenKeyring, token: &TokenEnrolment) -> Result<(), CliError> {
+fn report_created(
+    ctx: &mut Context,
+    keyring: &OpenKeyring,
+    token: &TokenEnrolment,
+) -> Result<(), CliError> {
     let created = Created {
         name: keyring.name(),
         path: ctx.vault.path().display().to_string(),
@@ -181,7 +189,11 @@ fn fingerprint_of(encoded: &str) -> String {
 
 /// The unlock policy in words.
 pub fn policy_words(doc: &Document) -> String {
-    let tokens: Vec<&str> = doc.unlockers.iter().map(|u| u.token.label.as_str()).collect();
+    let tokens: Vec<&str> = doc
+        .unlockers
+        .iter()
+        .map(|u| u.token.label.as_str())
+        .collect();
     match tokens.as_slice() {
         [one] => format!("the passphrase and the token {one}"),
         many => format!(
@@ -304,7 +316,11 @@ pub fn list(ctx: &mut Context) -> Result<(), CliError> {
         .map(|r| {
             vec![
                 r.name.clone(),
-                if r.key_stored { "stored".into() } else { "-".into() },
+                if r.key_stored {
+                    "stored".into()
+                } else {
+                    "-".into()
+                },
                 connected_word(r.connected).into(),
                 match &r.checked_at {
                     Some(t) => format!("{} (checked {t})", r.detail),
@@ -339,16 +355,23 @@ pub fn reset(ctx: &mut Context, args: ResetArgs) -> Result<(), CliError> {
     );
     if !args.yes {
         ctx.ui.notice(&warning);
-        let typed = ctx.ui.line(&format!("Type the keyring name ({}) to confirm: ", doc.name))?;
+        let typed = ctx.ui.line(&format!(
+            "Type the keyring name ({}) to confirm: ",
+            doc.name
+        ))?;
         if typed != doc.name {
-            return Err(CliError::Aborted("the name did not match; nothing was removed".into()));
+            return Err(CliError::Aborted(
+                "the name did not match; nothing was removed".into(),
+            ));
         }
     }
     let name = doc.name.clone();
     ctx.vault.reset()?;
     let _ = std::fs::remove_file(status_cache_path(&ctx.vault));
     if ctx.json {
-        return output::json(&serde_json::json!({"reset": true, "name": name, "systems_removed": names.len()}));
+        return output::json(
+            &serde_json::json!({"reset": true, "name": name, "systems_removed": names.len()}),
+        );
     }
     output::say(&format!(
         "Keyring \"{name}\" and {} stored key(s) removed. Start afresh with: nasring init",

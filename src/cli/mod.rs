@@ -71,7 +71,9 @@ impl<'a> Context<'a> {
         let path = match &global.vault {
             Some(p) => p.clone(),
             None => crate::vault::store::default_path().ok_or_else(|| {
-                CliError::Usage("cannot find a home folder for the keyring: pass --vault PATH".into())
+                CliError::Usage(
+                    "cannot find a home folder for the keyring: pass --vault PATH".into(),
+                )
             })?,
         };
         Ok(Self {

@@ -133,9 +133,19 @@ pub fn open_for_update(ctx: &mut Context) -> Result<(KeyringLock, OpenKeyring), 
     Ok((lock, keyring))
 }
 
-fn unlock(ctx: &mut Context, sealed: Sealed, passphrase: &Passphrase) -> Result<OpenKeyring, CliError> {
+fn unlock(
+    ctx: &mut Context,
+    sealed: Sealed,
+    passphrase: &Passphrase,
+) -> Result<OpenKeyring, CliError> {
     let mut chosen = choose_token(ctx, &sealed)?;
-    let pin = pin_for(ctx, chosen.token.as_mut(), &chosen.label, chosen.separate_pin, passphrase)?;
+    let pin = pin_for(
+        ctx,
+        chosen.token.as_mut(),
+        &chosen.label,
+        chosen.separate_pin,
+        passphrase,
+    )?;
     let keyring = sealed.open(chosen.token.as_mut(), passphrase, pin.as_ref())?;
     for warning in chosen.token.warnings() {
         ctx.ui.notice(&format!("Warning: {warning}"));

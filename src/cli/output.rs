@@ -40,7 +40,8 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> Result<(), CliError> {
     };
     writeln!(out, "{}", line(headers.to_vec())).map_err(write_failed)?;
     for row in rows {
-        writeln!(out, "{}", line(row.iter().map(String::as_str).collect())).map_err(write_failed)?;
+        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))
+            .map_err(write_failed)?;
     }
     Ok(())
 }
@@ -59,7 +60,12 @@ pub fn completions(shell: Shell) -> Result<(), CliError> {
         Shell::Elvish => S::Elvish,
         Shell::Powershell => S::PowerShell,
     };
-    clap_complete::generate(shell, &mut Cli::command(), "nasring", &mut std::io::stdout());
+    clap_complete::generate(
+        shell,
+        &mut Cli::command(),
+        "nasring",
+        &mut std::io::stdout(),
+    );
     Ok(())
 }
 

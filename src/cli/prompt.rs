@@ -34,7 +34,9 @@ fn no_terminal(what: &str) -> CliError {
 
 impl Prompter for Terminal {
     fn secret(&mut self, prompt: &str) -> Result<Zeroizing<String>, CliError> {
-        if !std::io::stdin().is_terminal() && OpenOptions::new().read(true).open("/dev/tty").is_err() {
+        if !std::io::stdin().is_terminal()
+            && OpenOptions::new().read(true).open("/dev/tty").is_err()
+        {
             return Err(no_terminal(prompt.trim_end_matches([':', ' '])));
         }
         rpassword::prompt_password(prompt)
@@ -73,10 +75,16 @@ pub struct SecretSources {
 
 fn read_file_secret(path: &Path, what: &str) -> Result<Zeroizing<String>, CliError> {
     let text = read_secret_file(path).map_err(|e| {
-        CliError::Usage(format!("cannot read the {what} file {}: {e}", path.display()))
+        CliError::Usage(format!(
+            "cannot read the {what} file {}: {e}",
+            path.display()
+        ))
     })?;
     if text.is_empty() {
-        return Err(CliError::Usage(format!("the {what} file {} is empty", path.display())));
+        return Err(CliError::Usage(format!(
+            "the {what} file {} is empty",
+            path.display()
+        )));
     }
     Ok(text)
 }
@@ -112,7 +120,9 @@ impl SecretSources {
             None => {
                 let first = ui.secret("New keyring passphrase: ")?;
                 if first.is_empty() {
-                    return Err(CliError::Usage("the passphrase is empty; choose one".into()));
+                    return Err(CliError::Usage(
+                        "the passphrase is empty; choose one".into(),
+                    ));
                 }
                 let second = ui.secret("Type it again: ")?;
                 if first.as_str() != second.as_str() {
@@ -124,16 +134,25 @@ impl SecretSources {
             }
         };
         if text.is_empty() {
-            return Err(CliError::Usage("the passphrase is empty; choose one".into()));
+            return Err(CliError::Usage(
+                "the passphrase is empty; choose one".into(),
+            ));
         }
         check_strength(&text, context, policy)?;
         Ok(Passphrase::new(text.as_str().to_string()))
     }
 
     /// A token PIN that differs from the passphrase, asked after showing the tries left.
-    pub fn pin(&self, ui: &mut dyn Prompter, token: &str, status: &PinStatus) -> Result<Pin, CliError> {
+    pub fn pin(
+        &self,
+        ui: &mut dyn Prompter,
+        token: &str,
+        status: &PinStatus,
+    ) -> Result<Pin, CliError> {
         if let Some(path) = &self.pin_file {
-            return Ok(Pin::new(read_file_secret(path, "PIN")?.as_str().to_string()));
+            return Ok(Pin::new(
+                read_file_secret(path, "PIN")?.as_str().to_string(),
+            ));
         }
         if let Some(warning) = pin_warning(status) {
             ui.notice(&warning);
@@ -163,7 +182,11 @@ pub fn pin_warning(status: &PinStatus) -> Option<String> {
 }
 
 /// Refuses a guessable passphrase unless the user accepts it explicitly.
-fn check_strength(text: &str, context: &[&str], policy: NewPassphrasePolicy) -> Result<(), CliError> {
+fn check_strength(
+    text: &str,
+    context: &[&str],
+    policy: NewPassphrasePolicy,
+) -> Result<(), CliError> {
     let entropy = zxcvbn::zxcvbn(text, context);
     let score = u8::from(entropy.score());
     if score >= 3 || policy.accept_weak {
@@ -235,26 +258,36 @@ mod tests {
             .expect("mismatch refused");
         assert!(err.to_string().contains("do not match"));
         let mut ui = Scripted::new(&[STRONG, STRONG]);
-        let p = SecretSources::default().new_passphrase(&mut ui, STRICT, &[]).expect("accepted");
+        let p = SecretSources::default()
+            .new_passphrase(&mut ui, STRICT, &[])
+            .expect("accepted");
         assert_eq!(p.expose(), STRONG);
     }
 
     #[test]
     fn empty_passphrase_is_refused() {
         let mut ui = Scripted::new(&[""]);
-        let err = SecretSources::default().new_passphrase(&mut ui, STRICT, &[]).err().expect("refused");
+        let err = SecretSources::default()
+            .new_passphrase(&mut ui, STRICT, &[])
+            .err()
+            .expect("refused");
         assert!(err.to_string().contains("empty"));
     }
 
     #[test]
     fn weak_passphrase_needs_explicit_acceptance() {
         let mut ui = Scripted::new(&["password1", "password1"]);
-        let err = SecretSources::default().new_passphrase(&mut ui, STRICT, &[]).err().expect("weak");
+        let err = SecretSources::default()
+            .new_passphrase(&mut ui, STRICT, &[])
+            .err()
+            .expect("weak");
         assert!(matches!(err, CliError::WeakPassphrase { .. }));
         assert!(!err.to_string().contains("password1"));
         let mut ui = Scripted::new(&["password1", "password1"]);
         let lax = NewPassphrasePolicy { accept_weak: true };
-        assert!(SecretSources::default().new_passphrase(&mut ui, lax, &[]).is_ok());
+        assert!(SecretSources::default()
+            .new_passphrase(&mut ui, lax, &[])
+            .is_ok());
     }
 
     #[test]
@@ -265,7 +298,9 @@ mod tests {
             final_try: true,
             ..PinStatus::default()
         };
-        SecretSources::default().pin(&mut ui, "card", &status).expect("pin");
+        SecretSources::default()
+            .pin(&mut ui, "card", &status)
+            .expect("pin");
         assert!(ui.prompts[0].contains("1 try left"), "{:?}", ui.prompts);
         assert!(ui.notices[0].contains("final PIN try"));
     }

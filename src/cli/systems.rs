@@ -29,8 +29,12 @@ pub fn api_key_id(key: &ApiKey) -> Result<u64, CliError> {
 }
 
 fn read_api_key_file(path: &std::path::Path) -> Result<ApiKey, CliError> {
-    let text = read_secret_file(path)
-        .map_err(|e| CliError::Usage(format!("cannot read the API key file {}: {e}", path.display())))?;
+    let text = read_secret_file(path).map_err(|e| {
+        CliError::Usage(format!(
+            "cannot read the API key file {}: {e}",
+            path.display()
+        ))
+    })?;
     Ok(ApiKey::new(text.trim().to_string()))
 }
 
@@ -57,7 +61,12 @@ pub fn add(ctx: &mut Context, args: AddArgs) -> Result<(), CliError> {
     report_added(ctx, &args.name)
 }
 
-fn store_system(ctx: &mut Context, new: NewSystem, key: &ApiKey, replace: bool) -> Result<(), CliError> {
+fn store_system(
+    ctx: &mut Context,
+    new: NewSystem,
+    key: &ApiKey,
+    replace: bool,
+) -> Result<(), CliError> {
     let (lock, mut keyring) = open_for_update(ctx)?;
     if replace {
         keyring.replace_system(new, key)?;
@@ -81,10 +90,14 @@ fn tls_from_args(tls: &super::args::TlsArgs) -> Result<String, CliError> {
         return normalise_fingerprint(fp);
     }
     if let Some(path) = &tls.tls_ca {
-        let pem = std::fs::read_to_string(path)
-            .map_err(|e| CliError::Usage(format!("cannot read the CA file {}: {e}", path.display())))?;
+        let pem = std::fs::read_to_string(path).map_err(|e| {
+            CliError::Usage(format!("cannot read the CA file {}: {e}", path.display()))
+        })?;
         if !pem.contains("-----BEGIN CERTIFICATE-----") {
-            return Err(CliError::Usage(format!("{} holds no PEM certificate", path.display())));
+            return Err(CliError::Usage(format!(
+                "{} holds no PEM certificate",
+                path.display()
+            )));
         }
         return Ok(format!("ca:{pem}"));
     }
@@ -92,7 +105,11 @@ fn tls_from_args(tls: &super::args::TlsArgs) -> Result<String, CliError> {
 }
 
 fn normalise_fingerprint(text: &str) -> Result<String, CliError> {
-    let hex_part = text.strip_prefix("sha256:").unwrap_or(text).replace(':', "").to_ascii_lowercase();
+    let hex_part = text
+        .strip_prefix("sha256:")
+        .unwrap_or(text)
+        .replace(':', "")
+        .to_ascii_lowercase();
     if hex_part.len() != 64 || !hex_part.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(CliError::Usage(format!(
             "{text} is not a SHA-256 fingerprint: write sha256: and 64 hex digits"
@@ -182,7 +199,10 @@ pub fn import(ctx: &mut Context, args: ImportArgs) -> Result<(), CliError> {
     if ctx.json {
         return output::json(&serde_json::json!({"imported": count}));
     }
-    output::say(&format!("Imported {count} system(s) into keyring \"{}\".", keyring.name()))
+    output::say(&format!(
+        "Imported {count} system(s) into keyring \"{}\".",
+        keyring.name()
+    ))
 }
 
 pub fn remove(ctx: &mut Context, args: RemoveArgs) -> Result<(), CliError> {
@@ -218,7 +238,11 @@ pub fn check(ctx: &mut Context, _args: CheckArgs) -> Result<(), CliError> {
             url: s.url.clone(),
             key_stored: stored,
             connected: None,
-            detail: if stored { "key opens".into() } else { "key does not open".into() },
+            detail: if stored {
+                "key opens".into()
+            } else {
+                "key does not open".into()
+            },
         });
     }
     if ctx.json {
@@ -229,7 +253,11 @@ pub fn check(ctx: &mut Context, _args: CheckArgs) -> Result<(), CliError> {
         .map(|r| {
             vec![
                 r.name.clone(),
-                if r.key_stored { "stored".into() } else { "-".into() },
+                if r.key_stored {
+                    "stored".into()
+                } else {
+                    "-".into()
+                },
                 super::keyring::connected_word(r.connected).into(),
                 r.detail.clone(),
             ]
@@ -263,21 +291,29 @@ mod tests {
     #[test]
     fn import_errors_name_the_line_and_never_the_key() {
         let secret = "7-SECRETsecretSECRET";
-        let line = format!(r#"{{"name":"a","url":"https://x","username":"u","api_key":"{secret}","extra":1}}"#);
+        let line = format!(
+            r#"{{"name":"a","url":"https://x","username":"u","api_key":"{secret}","extra":1}}"#
+        );
         let err = import_line(3, &line).err().expect("unknown field refused");
         let text = err.to_string();
         assert!(text.starts_with("line 3:"), "{text}");
         assert!(!text.contains("SECRET"), "{text}");
-        let err = import_line(4, r#"{"name":"a","url":"https://x","username":"u","api_key":"not a key"}"#)
-            .err()
-            .expect("bad key refused");
+        let err = import_line(
+            4,
+            r#"{"name":"a","url":"https://x","username":"u","api_key":"not a key"}"#,
+        )
+        .err()
+        .expect("bad key refused");
         assert!(!err.to_string().contains("not a key"));
     }
 
     #[test]
     fn fingerprints_are_normalised() {
         let colons = vec!["AB"; 32].join(":");
-        assert_eq!(normalise_fingerprint(&colons).expect("ok"), format!("sha256:{}", "ab".repeat(32)));
+        assert_eq!(
+            normalise_fingerprint(&colons).expect("ok"),
+            format!("sha256:{}", "ab".repeat(32))
+        );
         assert!(normalise_fingerprint("sha256:1234").is_err());
     }
 }

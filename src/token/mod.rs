@@ -3,8 +3,8 @@
 //! Everything above this module sees only [`Token`], [`TokenUri`] and [`TokenError`]; the
 //! backends' own types (cryptoki, PC/SC) stay inside their files.
 
-pub mod pkcs11;
 pub mod piv;
+pub mod pkcs11;
 
 use std::fmt;
 
@@ -160,7 +160,9 @@ pub enum TokenError {
     PinFormat { reason: String },
     #[error("the token's key is not a P-256 key-agreement key ({detail}).\n{remedy}")]
     WrongKeyType { detail: String, remedy: String },
-    #[error("the token did not confirm presence in time: touch the key when it blinks, then try again")]
+    #[error(
+        "the token did not confirm presence in time: touch the key when it blinks, then try again"
+    )]
     TouchTimeout,
     #[error("{0}")]
     Unavailable(String),
@@ -189,7 +191,9 @@ impl TokenError {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            TokenError::WrongPin { .. } | TokenError::PinLocked { .. } | TokenError::PinFormat { .. }
+            TokenError::WrongPin { .. }
+                | TokenError::PinLocked { .. }
+                | TokenError::PinFormat { .. }
         )
     }
 }

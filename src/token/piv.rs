@@ -13,7 +13,9 @@ pub struct PivUri {
 
 impl PivUri {
     pub fn parse(text: &str) -> Result<Self, TokenError> {
-        Ok(Self { text: text.to_string() })
+        Ok(Self {
+            text: text.to_string(),
+        })
     }
 }
 
@@ -27,7 +29,9 @@ pub struct PivToken;
 
 impl PivToken {
     pub fn open(_uri: &PivUri) -> Result<Self, TokenError> {
-        Err(TokenError::Unavailable("PIV cards are not supported by this build".into()))
+        Err(TokenError::Unavailable(
+            "PIV cards are not supported by this build".into(),
+        ))
     }
 }
 

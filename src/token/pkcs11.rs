@@ -105,7 +105,10 @@ impl Pkcs11Uri {
             "id" => self.id = Some(percent_decode_str(raw).collect()),
             "slot-id" => {
                 let id = text()?;
-                self.slot_id = Some(id.parse().map_err(|_| format!("slot-id {id} is not a number"))?)
+                self.slot_id = Some(
+                    id.parse()
+                        .map_err(|_| format!("slot-id {id} is not a number"))?,
+                )
             }
             "type" => {
                 let t = text()?;
@@ -140,7 +143,8 @@ impl Pkcs11Uri {
     }
 
     fn names_token(&self, info: &cryptoki::slot::TokenInfo, slot: Slot) -> bool {
-        let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have.trim());
+        let eq =
+            |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have.trim());
         eq(&self.token, info.label())
             && eq(&self.serial, info.serial_number())
             && eq(&self.manufacturer, info.manufacturer_id())
@@ -185,7 +189,11 @@ impl fmt::Display for Pkcs11Uri {
         }
         write!(f, "pkcs11:{}", parts.join(";"))?;
         if let Some(path) = &self.module_path {
-            write!(f, "?module-path={}", utf8_percent_encode(path, URI_QUERY_VALUE))?;
+            write!(
+                f,
+                "?module-path={}",
+                utf8_percent_encode(path, URI_QUERY_VALUE)
+            )?;
         }
         Ok(())
     }
@@ -210,9 +218,14 @@ impl Pkcs11Token {
         let mut attempt = 0;
         loop {
             match Self::open_once(uri, &module) {
-                Err(e) if attempt < SOFTHSM_RETRIES && is_softhsm_module(&module) && transient(&e) => {
+                Err(e)
+                    if attempt < SOFTHSM_RETRIES && is_softhsm_module(&module) && transient(&e) =>
+                {
                     attempt += 1;
-                    debug!(attempt, "SoftHSM was busy while opening the token; retrying");
+                    debug!(
+                        attempt,
+                        "SoftHSM was busy while opening the token; retrying"
+                    );
                     thread::sleep(backoff(attempt));
                 }
                 other => return other,
@@ -223,7 +236,11 @@ impl Pkcs11Token {
     fn open_once(uri: &Pkcs11Uri, module: &Path) -> Result<Self, TokenError> {
         let ctx = load_module(module)?;
         let (slot, info) = find_slot(&ctx, uri)?;
-        debug!(slot = slot.id(), label = info.label().trim(), "found PKCS#11 token");
+        debug!(
+            slot = slot.id(),
+            label = info.label().trim(),
+            "found PKCS#11 token"
+        );
         Ok(Self {
             uri: uri.clone(),
             module: module.to_path_buf(),
@@ -268,7 +285,11 @@ impl Pkcs11Token {
         t
     }
 
-    fn find_one(&self, session: &Session, class: ObjectClass) -> Result<Option<ObjectHandle>, TokenError> {
+    fn find_one(
+        &self,
+        session: &Session,
+        class: ObjectClass,
+    ) -> Result<Option<ObjectHandle>, TokenError> {
         let found = session
             .find_objects(&self.key_template(class))
             .map_err(|e| device("C_FindObjects", e))?;
@@ -277,9 +298,7 @@ impl Pkcs11Token {
             1 => Ok(Some(found[0])),
             n => Err(TokenError::KeyNotFound {
                 uri: self.uri.to_string(),
-                remedy: format!(
-                    "{n} keys match; name one with object=LABEL or id=%XX in the URI."
-                ),
+                remedy: format!("{n} keys match; name one with object=LABEL or id=%XX in the URI."),
             }),
         }
     }
@@ -321,7 +340,9 @@ impl Pkcs11Token {
     fn wrong_pin(&self) -> TokenError {
         match self.read_pin_status() {
             Ok(s) if s.locked => pin_locked(),
-            Ok(s) if s.final_try => TokenError::WrongPin { tries_left: Some(1) },
+            Ok(s) if s.final_try => TokenError::WrongPin {
+                tries_left: Some(1),
+            },
             _ => TokenError::WrongPin { tries_left: None },
         }
     }
@@ -540,9 +561,12 @@ fn module_remedy(path: &Path) -> String {
         return "Check that the module matches this machine and that its own configuration is in place."
             .into();
     }
-    let conf = std::env::var("SOFTHSM2_CONF").unwrap_or_else(|_| "/etc/softhsm/softhsm2.conf".into());
+    let conf =
+        std::env::var("SOFTHSM2_CONF").unwrap_or_else(|_| "/etc/softhsm/softhsm2.conf".into());
     let Ok(text) = std::fs::read_to_string(&conf) else {
-        return format!("SoftHSM's configuration {conf} cannot be read: set SOFTHSM2_CONF to a valid file.");
+        return format!(
+            "SoftHSM's configuration {conf} cannot be read: set SOFTHSM2_CONF to a valid file."
+        );
     };
     let dir = text
         .lines()
@@ -554,12 +578,17 @@ fn module_remedy(path: &Path) -> String {
         Some(d) if !Path::new(&d).is_dir() => {
             format!("SoftHSM's token folder {d} (from {conf}) does not exist: create it or fix the file.")
         }
-        Some(_) => format!("SoftHSM's configuration is {conf}; check its token folder's permissions."),
+        Some(_) => {
+            format!("SoftHSM's configuration is {conf}; check its token folder's permissions.")
+        }
         None => format!("{conf} sets no directories.tokendir: add one."),
     }
 }
 
-fn find_slot(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<(Slot, cryptoki::slot::TokenInfo), TokenError> {
+fn find_slot(
+    ctx: &Pkcs11,
+    uri: &Pkcs11Uri,
+) -> Result<(Slot, cryptoki::slot::TokenInfo), TokenError> {
     let slots = ctx
         .get_slots_with_token()
         .map_err(|e| device("C_GetSlotList", e))?;
@@ -577,7 +606,10 @@ fn find_slot(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<(Slot, cryptoki::slot::Tok
     let remedy = if present.is_empty() {
         "No token is present at all: insert it, or for SoftHSM check SOFTHSM2_CONF.".to_string()
     } else {
-        format!("Tokens present: {}. Insert the right one or fix the URI.", present.join(", "))
+        format!(
+            "Tokens present: {}. Insert the right one or fix the URI.",
+            present.join(", ")
+        )
     };
     Err(TokenError::TokenNotFound {
         uri: uri.to_string(),
@@ -648,8 +680,9 @@ fn random_id() -> Vec<u8> {
 
 fn pin_locked() -> TokenError {
     TokenError::PinLocked {
-        remedy: "Unblock it with the security officer PIN (for SoftHSM: softhsm2-util), then try again."
-            .into(),
+        remedy:
+            "Unblock it with the security officer PIN (for SoftHSM: softhsm2-util), then try again."
+                .into(),
     }
 }
 
@@ -692,7 +725,10 @@ mod tests {
         assert_eq!(uri.token.as_deref(), Some("My Token"));
         assert_eq!(uri.object.as_deref(), Some("nas"));
         assert_eq!(uri.id.as_deref(), Some(&[1u8, 0xff][..]));
-        assert_eq!(uri.module_path.as_deref(), Some("/usr/lib/softhsm/libsofthsm2.so"));
+        assert_eq!(
+            uri.module_path.as_deref(),
+            Some("/usr/lib/softhsm/libsofthsm2.so")
+        );
     }
 
     #[test]
@@ -708,7 +744,10 @@ mod tests {
         let err = Pkcs11Uri::parse("pkcs11:token=t?pin-value=1234").expect_err("must refuse");
         let text = err.to_string();
         assert!(text.contains("pin-value is not accepted"), "{text}");
-        assert!(!text.contains("1234"), "the PIN leaked into the error: {text}");
+        assert!(
+            !text.contains("1234"),
+            "the PIN leaked into the error: {text}"
+        );
     }
 
     #[test]

@@ -15,7 +15,9 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::secret::{MasterKey, Passphrase, Plaintext, SharedSecret, StretchedPassphrase, WrappingKey};
+use crate::secret::{
+    MasterKey, Passphrase, Plaintext, SharedSecret, StretchedPassphrase, WrappingKey,
+};
 
 pub const NONCE_LEN: usize = 12;
 pub const MAC_LEN: usize = 32;
@@ -152,19 +154,41 @@ pub fn seal(key: &WrappingKey, plaintext: &[u8], aad: &[u8]) -> ([u8; NONCE_LEN]
     (nonce, seal_with_nonce(key, &nonce, plaintext, aad))
 }
 
-pub fn seal_with_nonce(key: &WrappingKey, nonce: &[u8; NONCE_LEN], plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+pub fn seal_with_nonce(
+    key: &WrappingKey,
+    nonce: &[u8; NONCE_LEN],
+    plaintext: &[u8],
+    aad: &[u8],
+) -> Vec<u8> {
     let cipher = Aes256Gcm::new(key.expose().into());
-    match cipher.encrypt(&Nonce::from(*nonce), Payload { msg: plaintext, aad }) {
+    match cipher.encrypt(
+        &Nonce::from(*nonce),
+        Payload {
+            msg: plaintext,
+            aad,
+        },
+    ) {
         Ok(ct) => ct,
         Err(_) => unreachable!("AES-GCM encryption of a short message cannot fail"),
     }
 }
 
-pub fn open(key: &WrappingKey, nonce: &[u8], ciphertext: &[u8], aad: &[u8]) -> Result<Plaintext, CryptoError> {
+pub fn open(
+    key: &WrappingKey,
+    nonce: &[u8],
+    ciphertext: &[u8],
+    aad: &[u8],
+) -> Result<Plaintext, CryptoError> {
     let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| CryptoError::Open)?;
     let cipher = Aes256Gcm::new(key.expose().into());
     cipher
-        .decrypt(&Nonce::from(nonce), Payload { msg: ciphertext, aad })
+        .decrypt(
+            &Nonce::from(nonce),
+            Payload {
+                msg: ciphertext,
+                aad,
+            },
+        )
         .map(Zeroizing::new)
         .map_err(|_| CryptoError::Open)
 }
@@ -182,7 +206,8 @@ pub fn mac_matches(key: &WrappingKey, data: &[u8], tag: &[u8]) -> bool {
 
 /// Length-prefixed concatenation, so that no two field lists give the same bytes.
 pub fn bind_fields(label: &[u8], fields: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(label.len() + fields.iter().map(|f| f.len() + 4).sum::<usize>());
+    let mut out =
+        Vec::with_capacity(label.len() + fields.iter().map(|f| f.len() + 4).sum::<usize>());
     out.extend_from_slice(label);
     for f in fields {
         let len = u32::try_from(f.len()).unwrap_or(u32::MAX);
@@ -210,7 +235,10 @@ mod tests {
     fn seal_open_and_tamper() {
         let key = WrappingKey::from_bytes([9; 32]);
         let (nonce, mut ct) = seal(&key, b"secret", b"aad");
-        assert_eq!(open(&key, &nonce, &ct, b"aad").expect("open").as_slice(), b"secret");
+        assert_eq!(
+            open(&key, &nonce, &ct, b"aad").expect("open").as_slice(),
+            b"secret"
+        );
         assert!(open(&key, &nonce, &ct, b"other aad").is_err());
         ct[0] ^= 1;
         assert!(open(&key, &nonce, &ct, b"aad").is_err());
@@ -218,7 +246,10 @@ mod tests {
 
     #[test]
     fn bound_fields_are_unambiguous() {
-        assert_ne!(bind_fields(b"x", &[b"ab", b"c"]), bind_fields(b"x", &[b"a", b"bc"]));
+        assert_ne!(
+            bind_fields(b"x", &[b"ab", b"c"]),
+            bind_fields(b"x", &[b"a", b"bc"])
+        );
     }
 
     #[test]

@@ -107,14 +107,22 @@ pub struct ParsedFile {
 }
 
 fn corrupt(what: impl Into<String>) -> VaultError {
-    VaultError::Corrupt { detail: what.into() }
+    VaultError::Corrupt {
+        detail: what.into(),
+    }
 }
 
 pub fn parse(bytes: &[u8]) -> Result<ParsedFile, VaultError> {
     let text = std::str::from_utf8(bytes).map_err(|_| corrupt("it is not UTF-8 text"))?;
-    let magic_end = text.find('\n').ok_or_else(|| corrupt("it has no header line"))?;
+    let magic_end = text
+        .find('\n')
+        .ok_or_else(|| corrupt("it has no header line"))?;
     check_magic(&text[..magic_end])?;
-    let body_end = magic_end + 1 + text[magic_end + 1..].find('\n').ok_or_else(|| corrupt("it ends early"))?;
+    let body_end = magic_end
+        + 1
+        + text[magic_end + 1..]
+            .find('\n')
+            .ok_or_else(|| corrupt("it ends early"))?;
     let mac_line = text[body_end + 1..]
         .strip_suffix('\n')
         .ok_or_else(|| corrupt("its last line is incomplete"))?;
@@ -122,7 +130,9 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedFile, VaultError> {
         .strip_prefix("mac:")
         .filter(|m| !m.contains('\n'))
         .ok_or_else(|| corrupt("its MAC line is malformed"))?;
-    let mac = B64.decode(mac_b64).map_err(|_| corrupt("its MAC is not base64"))?;
+    let mac = B64
+        .decode(mac_b64)
+        .map_err(|_| corrupt("its MAC is not base64"))?;
     let document: Document = serde_json::from_str(&text[magic_end + 1..body_end])
         .map_err(|e| corrupt(format!("its contents do not parse ({})", e.classify_text())))?;
     Ok(ParsedFile {
@@ -155,7 +165,9 @@ fn check_magic(line: &str) -> Result<(), VaultError> {
         .ok_or(VaultError::NotAKeyring)?;
     match version.parse::<u32>() {
         Ok(FORMAT_VERSION) if version == FORMAT_VERSION.to_string() => Ok(()),
-        Ok(v) if v > FORMAT_VERSION && version == v.to_string() => Err(VaultError::NewerFormat { version: v }),
+        Ok(v) if v > FORMAT_VERSION && version == v.to_string() => {
+            Err(VaultError::NewerFormat { version: v })
+        }
         _ => Err(corrupt("its header line is malformed")),
     }
 }
@@ -184,5 +196,6 @@ pub fn b64(bytes: &[u8]) -> String {
 }
 
 pub fn unb64(field: &str, text: &str) -> Result<Vec<u8>, VaultError> {
-    B64.decode(text).map_err(|_| corrupt(format!("{field} is not base64")))
+    B64.decode(text)
+        .map_err(|_| corrupt(format!("{field} is not base64")))
 }

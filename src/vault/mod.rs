@@ -28,7 +28,9 @@ pub use store::KeyringLock;
 /// Errors of the vault layer. None of them carries a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
-    #[error("there is no keyring at {path}.\nCreate one with: nasring init --name NAME --token URI")]
+    #[error(
+        "there is no keyring at {path}.\nCreate one with: nasring init --name NAME --token URI"
+    )]
     NoKeyring { path: String },
     #[error(
         "a keyring already exists at {path}.\n\
@@ -61,10 +63,15 @@ pub enum VaultError {
         "this token is not enrolled in keyring \"{keyring}\" (its key is {fingerprint}).\n\
          Use an enrolled token: nasring info lists them."
     )]
-    TokenNotEnrolled { keyring: String, fingerprint: String },
+    TokenNotEnrolled {
+        keyring: String,
+        fingerprint: String,
+    },
     #[error(transparent)]
     Token(#[from] TokenError),
-    #[error("there is no system named \"{name}\" in the keyring.\nnasring list shows the systems.")]
+    #[error(
+        "there is no system named \"{name}\" in the keyring.\nnasring list shows the systems."
+    )]
     NoSuchSystem { name: String },
     #[error(
         "a system named \"{name}\" is already in the keyring.\n\
@@ -222,15 +229,21 @@ impl Sealed {
         pin: Option<&Pin>,
     ) -> Result<OpenKeyring, VaultError> {
         let token_key = token.public_key()?;
-        let unlocker = self.unlocker_for(&token_key).cloned().ok_or_else(|| {
-            VaultError::TokenNotEnrolled {
-                keyring: self.file.document.name.clone(),
-                fingerprint: crate::token::fingerprint(&token_key),
-            }
-        })?;
+        let unlocker =
+            self.unlocker_for(&token_key)
+                .cloned()
+                .ok_or_else(|| VaultError::TokenNotEnrolled {
+                    keyring: self.file.document.name.clone(),
+                    fingerprint: crate::token::fingerprint(&token_key),
+                })?;
         let pin = match (unlocker.token.separate_pin, pin) {
             (true, Some(pin)) => pin.clone(),
-            (true, None) => return Err(invalid("the PIN", "this token needs its own PIN (--pin-file)")),
+            (true, None) => {
+                return Err(invalid(
+                    "the PIN",
+                    "this token needs its own PIN (--pin-file)",
+                ))
+            }
             (false, _) => Pin::from(passphrase),
         };
         token.login(&pin)?;
@@ -239,7 +252,14 @@ impl Sealed {
         let shared = token.agree(&ephemeral)?;
         debug!(unlocker = %unlocker.id, "token agreed; unwrapping the master key");
         let keyring_id = keyring_id_bytes(&self.file.document)?;
-        let kek = crypto::token_wrapping_key(&keyring_id, &unlocker.id, &shared, &stretched, &ephemeral, &token_key);
+        let kek = crypto::token_wrapping_key(
+            &keyring_id,
+            &unlocker.id,
+            &shared,
+            &stretched,
+            &ephemeral,
+            &token_key,
+        );
         let master = unwrap_master(&keyring_id, &unlocker, &kek)?;
         self.verify(&keyring_id, &master)?;
         Ok(OpenKeyring {
@@ -280,15 +300,18 @@ fn unwrap_master(
     let nonce = format::unb64("unlocker nonce", &unlocker.nonce)?;
     let wrapped = format::unb64("wrapped_master_key", &unlocker.wrapped_master_key)?;
     let aad = unlocker_aad(keyring_id, &unlocker.id);
-    let plain = crypto::open(kek, &nonce, &wrapped, &aad).map_err(|_| VaultError::WrongPassphraseOrToken)?;
+    let plain = crypto::open(kek, &nonce, &wrapped, &aad)
+        .map_err(|_| VaultError::WrongPassphraseOrToken)?;
     MasterKey::from_slice(&plain).ok_or(VaultError::WrongPassphraseOrToken)
 }
 
-fn unlocker_aad(keyring_id: &[u8], unlocker_id: &str) -> Vec<u8> {
+/// Associated data of an unlocker's wrapped master key.
+pub fn unlocker_aad(keyring_id: &[u8], unlocker_id: &str) -> Vec<u8> {
     crypto::bind_fields(crypto::AAD_UNLOCKER, &[keyring_id, unlocker_id.as_bytes()])
 }
 
-fn entry_aad(keyring_id: &[u8], e: &SystemEntry) -> Vec<u8> {
+/// Associated data of a system's encrypted API key: its identity and where it may go.
+pub fn entry_aad(keyring_id: &[u8], e: &SystemEntry) -> Vec<u8> {
     let key_id = e.api_key_id.map(|i| i.to_string()).unwrap_or_default();
     crypto::bind_fields(
         crypto::AAD_ENTRY,
@@ -390,8 +413,12 @@ impl OpenKeyring {
         check_name("the keyring name", name)?;
         let keyring_id = crypto::random_bytes::<16>().to_vec();
         let salt: [u8; 16] = crypto::random_bytes();
-        let stretched = crypto::stretch_passphrase(passphrase, &salt, cost)
-            .map_err(|_| invalid("the key-derivation cost", "it is below the minimum or too large"))?;
+        let stretched = crypto::stretch_passphrase(passphrase, &salt, cost).map_err(|_| {
+            invalid(
+                "the key-derivation cost",
+                "it is below the minimum or too large",
+            )
+        })?;
         let created = now();
         let mut keyring = OpenKeyring {
             document: Document {
@@ -440,8 +467,16 @@ impl OpenKeyring {
     /// Adds an unlocker for a token from its public key alone: the token need not be present.
     pub fn enrol_token(&mut self, token: &TokenEnrolment) -> Result<String, VaultError> {
         let encoded = format::b64(p256::EncodedPoint::from(&token.public_key).as_bytes());
-        if self.document.unlockers.iter().any(|u| u.token.public_key == encoded) {
-            return Err(invalid("the token", "it is already enrolled in this keyring"));
+        if self
+            .document
+            .unlockers
+            .iter()
+            .any(|u| u.token.public_key == encoded)
+        {
+            return Err(invalid(
+                "the token",
+                "it is already enrolled in this keyring",
+            ));
         }
         let id = random_id(4);
         let (shared, ephemeral) = crypto::enrol_ephemeral(&token.public_key);
@@ -453,7 +488,11 @@ impl OpenKeyring {
             &ephemeral,
             &token.public_key,
         );
-        let (nonce, wrapped) = crypto::seal(&kek, self.master.expose(), &unlocker_aad(&self.keyring_id, &id));
+        let (nonce, wrapped) = crypto::seal(
+            &kek,
+            self.master.expose(),
+            &unlocker_aad(&self.keyring_id, &id),
+        );
         self.document.unlockers.push(Unlocker {
             id: id.clone(),
             kind: "token".into(),
@@ -486,20 +525,32 @@ impl OpenKeyring {
     }
 
     /// Replaces the key and details of a system already present; returns the old entry.
-    pub fn replace_system(&mut self, new: NewSystem, key: &ApiKey) -> Result<SystemEntry, VaultError> {
+    pub fn replace_system(
+        &mut self,
+        new: NewSystem,
+        key: &ApiKey,
+    ) -> Result<SystemEntry, VaultError> {
         let index = self
             .document
             .systems
             .iter()
             .position(|s| s.name == new.name)
-            .ok_or_else(|| VaultError::NoSuchSystem { name: new.name.clone() })?;
+            .ok_or_else(|| VaultError::NoSuchSystem {
+                name: new.name.clone(),
+            })?;
         let old = self.document.systems[index].clone();
         let entry = self.seal_entry(random_id(8), new, key, old.created_at.clone())?;
         self.document.systems[index] = entry;
         Ok(old)
     }
 
-    fn seal_entry(&self, id: String, new: NewSystem, key: &ApiKey, created: String) -> Result<SystemEntry, VaultError> {
+    fn seal_entry(
+        &self,
+        id: String,
+        new: NewSystem,
+        key: &ApiKey,
+        created: String,
+    ) -> Result<SystemEntry, VaultError> {
         let mut entry = SystemEntry {
             id,
             name: new.name,
@@ -515,7 +566,11 @@ impl OpenKeyring {
             ciphertext: String::new(),
         };
         let key_enc = crypto::entry_key(&self.keyring_id, &self.master);
-        let (nonce, ct) = crypto::seal(&key_enc, key.expose().as_bytes(), &entry_aad(&self.keyring_id, &entry));
+        let (nonce, ct) = crypto::seal(
+            &key_enc,
+            key.expose().as_bytes(),
+            &entry_aad(&self.keyring_id, &entry),
+        );
         entry.nonce = format::b64(&nonce);
         entry.ciphertext = format::b64(&ct);
         Ok(entry)
@@ -548,7 +603,10 @@ impl OpenKeyring {
     pub fn save(&mut self, vault: &Vault, _lock: &KeyringLock) -> Result<(), VaultError> {
         self.document.updated_at = now();
         let signed = format::signed_bytes(&self.document)?;
-        let mac = crypto::mac(&crypto::document_mac_key(&self.keyring_id, &self.master), &signed);
+        let mac = crypto::mac(
+            &crypto::document_mac_key(&self.keyring_id, &self.master),
+            &signed,
+        );
         store::write_atomic(vault.path(), &format::with_mac(signed, &mac))
     }
 }

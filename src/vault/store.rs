@@ -55,7 +55,11 @@ pub fn lock(vault: &Path, exclusive: bool) -> Result<KeyringLock, VaultError> {
         .map_err(|e| io_error("opening the lock file", &path, e))?;
     let start = Instant::now();
     loop {
-        let attempt = if exclusive { file.try_lock() } else { file.try_lock_shared() };
+        let attempt = if exclusive {
+            file.try_lock()
+        } else {
+            file.try_lock_shared()
+        };
         match attempt {
             Ok(()) => return Ok(KeyringLock { _file: file }),
             Err(fs::TryLockError::WouldBlock) if start.elapsed() < LOCK_WAIT => {
@@ -92,7 +96,10 @@ pub fn read(vault: &Path) -> Result<Option<Vec<u8>>, VaultError> {
 /// Replaces the keyring file atomically. The caller holds the exclusive lock.
 pub fn write_atomic(vault: &Path, bytes: &[u8]) -> Result<(), VaultError> {
     ensure_folder(vault)?;
-    let dir = vault.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = vault
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut tmp_name = vault.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(format!(".{}.tmp", std::process::id()));
     let tmp = vault.with_file_name(tmp_name);
@@ -111,7 +118,8 @@ fn write_then_rename(tmp: &Path, vault: &Path, bytes: &[u8]) -> Result<(), Vault
         .mode(0o600)
         .open(tmp)
         .map_err(|e| io_error("creating", tmp, e))?;
-    file.write_all(bytes).map_err(|e| io_error("writing", tmp, e))?;
+    file.write_all(bytes)
+        .map_err(|e| io_error("writing", tmp, e))?;
     file.sync_all().map_err(|e| io_error("flushing", tmp, e))?;
     drop(file);
     fs::rename(tmp, vault).map_err(|e| io_error("replacing", vault, e))
@@ -127,7 +135,10 @@ fn sync_folder(dir: &Path) -> Result<(), VaultError> {
 pub fn remove(vault: &Path) -> Result<bool, VaultError> {
     match fs::remove_file(vault) {
         Ok(()) => {
-            let dir = vault.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let dir = vault
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             sync_folder(dir)?;
             Ok(true)
         }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod soft_token;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -24,7 +26,10 @@ impl SoftHsm {
     /// A token whose user PIN is the first line of `pin_file`, with or without a key.
     pub fn new(dir: &Path, label: &str, pin_file: &Path, with_key: bool) -> SoftHsm {
         let mut cmd = Command::new(project_root().join("hsm-test/softhsm-token"));
-        cmd.arg(dir).arg("--label").arg(label).env("NASRING_PIN_FILE", pin_file);
+        cmd.arg(dir)
+            .arg("--label")
+            .arg(label)
+            .env("NASRING_PIN_FILE", pin_file);
         if !with_key {
             cmd.arg("--no-key");
         }
@@ -34,7 +39,10 @@ impl SoftHsm {
             "softhsm-token failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let uri = String::from_utf8(out.stdout).expect("utf8").trim().to_string();
+        let uri = String::from_utf8(out.stdout)
+            .expect("utf8")
+            .trim()
+            .to_string();
         SoftHsm {
             dir: dir.to_path_buf(),
             uri,
@@ -60,7 +68,12 @@ impl World {
         let tmp = tempfile::tempdir().expect("tempdir");
         let passphrase_file = tmp.path().join("passphrase");
         std::fs::write(&passphrase_file, format!("{PASSPHRASE}\n")).expect("write passphrase");
-        let hsm = SoftHsm::new(&tmp.path().join("hsm"), "nasring-test", &passphrase_file, false);
+        let hsm = SoftHsm::new(
+            &tmp.path().join("hsm"),
+            "nasring-test",
+            &passphrase_file,
+            false,
+        );
         World {
             vault: tmp.path().join("keyring.nasring"),
             passphrase_file,
@@ -156,7 +169,12 @@ pub fn assert_ok(out: &Output, what: &str) {
 }
 
 pub fn assert_code(out: &Output, code: i32, what: &str) {
-    assert_eq!(out.status.code(), Some(code), "{what}: wrong exit code\n{}", text(out));
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{what}: wrong exit code\n{}",
+        text(out)
+    );
 }
 
 pub fn stdout(out: &Output) -> String {

@@ -1,0 +1,93 @@
+//! Any change to a keyring file is detected when it is opened: every single byte is
+//! flipped in turn, and the real binary must refuse each copy without writing anything.
+
+mod common;
+
+use common::*;
+
+/// Opens `copy` with the binary; returns true if it was refused.
+fn refused(w: &World, copy: &std::path::Path) -> bool {
+    let out = w
+        .cmd()
+        .env("NASRING_VAULT", copy)
+        .args(["unlock", "--offline", "--json"])
+        .output()
+        .expect("run nasring");
+    let leaked = String::from_utf8_lossy(&out.stdout).contains(API_KEY)
+        || String::from_utf8_lossy(&out.stderr).contains(API_KEY);
+    assert!(!leaked, "the API key was printed for a tampered file");
+    !out.status.success()
+}
+
+#[test]
+fn flipping_any_single_byte_is_detected() {
+    let w = World::with_keyring();
+    w.add_ok("nas1", API_KEY);
+    let original = std::fs::read(&w.vault).expect("vault");
+    assert!(!refused(&w, &w.vault), "the untouched keyring must open");
+
+    let positions: Vec<usize> = (0..original.len()).collect();
+    let failures = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for (t, chunk) in positions.chunks(original.len().div_ceil(2)).enumerate() {
+            let (w, original, failures) = (&w, &original, &failures);
+            scope.spawn(move || {
+                let copy = w.path(&format!("copy{t}.nasring"));
+                for &i in chunk {
+                    let mut flipped = original.clone();
+                    flipped[i] ^= 0x01;
+                    std::fs::write(&copy, &flipped).expect("write copy");
+                    if !refused(w, &copy) {
+                        failures.lock().expect("lock").push(i);
+                    }
+                    assert_eq!(
+                        std::fs::read(&copy).expect("read"),
+                        flipped,
+                        "a refused open wrote the file"
+                    );
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().expect("lock");
+    assert!(
+        failures.is_empty(),
+        "flips at these offsets were accepted: {failures:?}"
+    );
+}
+
+#[test]
+fn truncation_and_a_newer_version_are_refused_with_a_clear_message() {
+    let w = World::with_keyring();
+    let original = std::fs::read(&w.vault).expect("vault");
+    let copy = w.path("copy.nasring");
+    for len in [0, 10, original.len() / 2, original.len() - 1] {
+        std::fs::write(&copy, &original[..len]).expect("write");
+        let out = w
+            .cmd()
+            .env("NASRING_VAULT", &copy)
+            .arg("list")
+            .output()
+            .expect("run");
+        assert_code(&out, 1, "truncated");
+        let err = stderr(&out);
+        assert!(
+            err.contains("damaged") || err.contains("not a nasring keyring"),
+            "{err}"
+        );
+    }
+    let newer = String::from_utf8(original).expect("utf8").replacen(
+        "nasring-keyring v1",
+        "nasring-keyring v2",
+        1,
+    );
+    std::fs::write(&copy, newer).expect("write");
+    let out = w
+        .cmd()
+        .env("NASRING_VAULT", &copy)
+        .arg("list")
+        .output()
+        .expect("run");
+    assert_code(&out, 1, "newer format");
+    assert!(stderr(&out).contains("newer nasring"), "{}", text(&out));
+}
