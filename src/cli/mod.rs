@@ -1,8 +1,11 @@
 //! The command line: parses, asks, calls the vault, the tokens and the TrueNAS client, and
 //! reports. Nothing below this module prints.
 
+mod add;
 pub mod args;
+mod check;
 mod keyring;
+mod nas;
 mod open;
 mod output;
 pub mod prompt;
@@ -102,13 +105,13 @@ pub fn run(cli: Cli, ui: &mut dyn Prompter) -> Result<(), CliError> {
         Command::Info => keyring::info(&mut ctx),
         Command::List => keyring::list(&mut ctx),
         Command::Reset(a) => keyring::reset(&mut ctx, a),
-        Command::Add(a) => systems::add(&mut ctx, a),
+        Command::Add(a) => add::add(&mut ctx, a),
         Command::Import(a) => systems::import(&mut ctx, a),
         Command::Remove(a) => systems::remove(&mut ctx, a),
-        Command::Unlock(a) => systems::check(&mut ctx, a),
-        Command::Status(a) => systems::check(&mut ctx, a),
-        Command::Trust(a) => systems::trust(&mut ctx, a),
-        Command::Login(a) => systems::login(&mut ctx, a),
+        Command::Unlock(a) => check::check(&mut ctx, a),
+        Command::Status(a) => check::check(&mut ctx, a),
+        Command::Trust(a) => add::trust(&mut ctx, a),
+        Command::Login(a) => add::login(&mut ctx, a),
         Command::Completions(_) | Command::Man(_) => Ok(()),
     }
 }

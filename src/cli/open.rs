@@ -120,9 +120,25 @@ pub fn ask_passphrase(ctx: &mut Context) -> Result<Passphrase, CliError> {
 
 /// Opens the keyring for reading: shared lock while reading, none while deciding.
 pub fn open_keyring(ctx: &mut Context) -> Result<OpenKeyring, CliError> {
+    open_keyring_with_passphrase(ctx).map(|(_, keyring)| keyring)
+}
+
+/// Opens the keyring and keeps the passphrase, for the checks that compare against it.
+pub fn open_keyring_with_passphrase(
+    ctx: &mut Context,
+) -> Result<(Passphrase, OpenKeyring), CliError> {
     let passphrase = ask_passphrase(ctx)?;
     let sealed = ctx.vault.load()?;
-    unlock(ctx, sealed, &passphrase)
+    let keyring = unlock(ctx, sealed, &passphrase)?;
+    Ok((passphrase, keyring))
+}
+
+/// Takes the exclusive lock and brings an open keyring up to date with the file, checked
+/// with the master key it holds (no second token operation). Save before dropping the lock.
+pub fn relock(ctx: &mut Context, keyring: &mut OpenKeyring) -> Result<KeyringLock, CliError> {
+    let (lock, sealed) = ctx.vault.load_for_update()?;
+    keyring.refresh(sealed)?;
+    Ok(lock)
 }
 
 /// Opens the keyring for a change: the exclusive lock is held until the caller saves.

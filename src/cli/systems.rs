@@ -1,12 +1,12 @@
-//! Commands about systems: add, import, remove, unlock/status, trust, login.
+//! Commands that change the systems of a keyring without the network: import and remove,
+//! and the API key checks shared with `add`.
 
 use std::io::BufRead;
 
-use serde::Serialize;
 use zeroize::Zeroizing;
 
-use super::args::{AddArgs, CheckArgs, ImportArgs, LoginArgs, RemoveArgs, TrustArgs};
-use super::open::{open_for_update, open_keyring};
+use super::args::{ImportArgs, RemoveArgs};
+use super::open::open_for_update;
 use super::{output, CliError, Context};
 use crate::secret::{read_secret_file, ApiKey};
 use crate::vault::NewSystem;
@@ -28,7 +28,7 @@ pub fn api_key_id(key: &ApiKey) -> Result<u64, CliError> {
     id.parse().map_err(|_| bad())
 }
 
-fn read_api_key_file(path: &std::path::Path) -> Result<ApiKey, CliError> {
+pub fn read_api_key_file(path: &std::path::Path) -> Result<ApiKey, CliError> {
     let text = read_secret_file(path).map_err(|e| {
         CliError::Usage(format!(
             "cannot read the API key file {}: {e}",
@@ -38,73 +38,7 @@ fn read_api_key_file(path: &std::path::Path) -> Result<ApiKey, CliError> {
     Ok(ApiKey::new(text.trim().to_string()))
 }
 
-pub fn add(ctx: &mut Context, args: AddArgs) -> Result<(), CliError> {
-    crate::vault::check_name("the system name", &args.name)?;
-    let Some(key_file) = &args.api_key_file else {
-        return Err(CliError::Usage(
-            "adding from credentials needs the TrueNAS client; pass --api-key-file".into(),
-        ));
-    };
-    let key = read_api_key_file(key_file)?;
-    let key_id = api_key_id(&key)?;
-    let tls = tls_from_args(&args.tls)?;
-    let new = NewSystem {
-        name: args.name.clone(),
-        url: args.url.clone(),
-        username: args.username.clone(),
-        tls,
-        api_key_id: Some(key_id),
-        api_key_name: None,
-        api_key_expires_at: None,
-    };
-    store_system(ctx, new, &key, args.replace)?;
-    report_added(ctx, &args.name)
-}
-
-fn store_system(
-    ctx: &mut Context,
-    new: NewSystem,
-    key: &ApiKey,
-    replace: bool,
-) -> Result<(), CliError> {
-    let (lock, mut keyring) = open_for_update(ctx)?;
-    if replace {
-        keyring.replace_system(new, key)?;
-    } else {
-        keyring.add_system(new, key)?;
-    }
-    keyring.save(&ctx.vault, &lock)?;
-    Ok(())
-}
-
-fn report_added(ctx: &mut Context, name: &str) -> Result<(), CliError> {
-    if ctx.json {
-        return output::json(&serde_json::json!({"added": name}));
-    }
-    output::say(&format!("Stored the API key of \"{name}\"."))
-}
-
-/// The TLS trust named on the command line, as the vault records it.
-fn tls_from_args(tls: &super::args::TlsArgs) -> Result<String, CliError> {
-    if let Some(fp) = &tls.tls_fingerprint {
-        return normalise_fingerprint(fp);
-    }
-    if let Some(path) = &tls.tls_ca {
-        let pem = std::fs::read_to_string(path).map_err(|e| {
-            CliError::Usage(format!("cannot read the CA file {}: {e}", path.display()))
-        })?;
-        if !pem.contains("-----BEGIN CERTIFICATE-----") {
-            return Err(CliError::Usage(format!(
-                "{} holds no PEM certificate",
-                path.display()
-            )));
-        }
-        return Ok(format!("ca:{pem}"));
-    }
-    Ok(String::new())
-}
-
-fn normalise_fingerprint(text: &str) -> Result<String, CliError> {
+pub fn normalise_fingerprint(text: &str) -> Result<String, CliError> {
     let hex_part = text
         .strip_prefix("sha256:")
         .unwrap_or(text)
@@ -217,61 +151,6 @@ pub fn remove(ctx: &mut Context, args: RemoveArgs) -> Result<(), CliError> {
         removed.name,
         removed.api_key_id.map(|i| i.to_string()).unwrap_or_else(|| "unknown".into())
     ))
-}
-
-#[derive(Serialize)]
-pub struct SystemReport {
-    pub name: String,
-    pub url: String,
-    pub key_stored: bool,
-    pub connected: Option<bool>,
-    pub detail: String,
-}
-
-pub fn check(ctx: &mut Context, _args: CheckArgs) -> Result<(), CliError> {
-    let keyring = open_keyring(ctx)?;
-    let mut reports = Vec::new();
-    for s in keyring.systems() {
-        let stored = keyring.api_key(&s.name).is_ok();
-        reports.push(SystemReport {
-            name: s.name.clone(),
-            url: s.url.clone(),
-            key_stored: stored,
-            connected: None,
-            detail: if stored {
-                "key opens".into()
-            } else {
-                "key does not open".into()
-            },
-        });
-    }
-    if ctx.json {
-        return output::json(&reports);
-    }
-    let rows: Vec<Vec<String>> = reports
-        .iter()
-        .map(|r| {
-            vec![
-                r.name.clone(),
-                if r.key_stored {
-                    "stored".into()
-                } else {
-                    "-".into()
-                },
-                super::keyring::connected_word(r.connected).into(),
-                r.detail.clone(),
-            ]
-        })
-        .collect();
-    output::table(&["TrueNAS", "Key", "Connected", "Detail"], &rows)
-}
-
-pub fn trust(_ctx: &mut Context, _args: TrustArgs) -> Result<(), CliError> {
-    Err(CliError::Failed("trust needs the TrueNAS client".into()))
-}
-
-pub fn login(_ctx: &mut Context, _args: LoginArgs) -> Result<(), CliError> {
-    Err(CliError::Failed("login needs the TrueNAS client".into()))
 }
 
 #[cfg(test)]

@@ -262,9 +262,32 @@ impl Pkcs11Token {
     /// Starts over after a transient failure: a new context, the same token.
     fn reopen(&mut self) -> Result<(), TokenError> {
         self.session = None;
+        // SoftHSM keeps its view of the token file until the library is finalized.
+        if let Err(e) = self.ctx.clone().finalize() {
+            debug!(error = %e, "C_Finalize before starting over failed");
+        }
         let fresh = Self::open(&self.uri)?;
         *self = fresh;
         Ok(())
+    }
+
+    /// Runs a step that comes before login, starting over on SoftHSM's transient failures.
+    fn retrying<T>(
+        &mut self,
+        mut step: impl FnMut(&mut Self) -> Result<T, TokenError>,
+    ) -> Result<T, TokenError> {
+        let mut attempt = 0;
+        loop {
+            match step(self) {
+                Err(e) if attempt < SOFTHSM_RETRIES && self.is_softhsm() && transient(&e) => {
+                    attempt += 1;
+                    debug!(attempt, "SoftHSM was busy; starting over");
+                    thread::sleep(backoff(attempt));
+                    self.reopen()?;
+                }
+                other => return other,
+            }
+        }
     }
 
     fn session(&self) -> Result<&Session, TokenError> {
@@ -441,42 +464,34 @@ impl Token for Pkcs11Token {
     }
 
     fn public_key(&mut self) -> Result<PublicKey, TokenError> {
-        if self.session.is_none() {
-            let s = self
-                .ctx
-                .open_ro_session(self.slot)
-                .map_err(|e| device("C_OpenSession", e))?;
-            self.session = Some(s);
-        }
-        let session = self.session()?;
-        let handle = self
-            .find_one(session, ObjectClass::PUBLIC_KEY)?
-            .ok_or_else(|| self.key_not_found())?;
-        read_ec_point(session, handle)
+        self.retrying(|tok| {
+            if tok.session.is_none() {
+                let s = tok
+                    .ctx
+                    .open_ro_session(tok.slot)
+                    .map_err(|e| device("C_OpenSession", e))?;
+                tok.session = Some(s);
+            }
+            let session = tok.session()?;
+            let handle = tok
+                .find_one(session, ObjectClass::PUBLIC_KEY)?
+                .ok_or_else(|| tok.key_not_found())?;
+            read_ec_point(session, handle)
+        })
     }
 
     fn pin_status(&mut self) -> Result<PinStatus, TokenError> {
-        self.read_pin_status()
+        self.retrying(|tok| tok.read_pin_status())
     }
 
     fn login(&mut self, pin: &Pin) -> Result<(), TokenError> {
-        let status = self.read_pin_status()?;
-        if status.locked {
-            return Err(pin_locked());
-        }
-        self.session = None;
-        let mut attempt = 0;
-        loop {
-            match self.login_once(pin) {
-                Err(e) if attempt < SOFTHSM_RETRIES && self.is_softhsm() && transient(&e) => {
-                    attempt += 1;
-                    debug!(attempt, "SoftHSM was busy during login; starting over");
-                    thread::sleep(backoff(attempt));
-                    self.reopen()?;
-                }
-                other => return other,
+        self.retrying(|tok| {
+            if tok.read_pin_status()?.locked {
+                return Err(pin_locked());
             }
-        }
+            tok.session = None;
+            tok.login_once(pin)
+        })
     }
 
     fn agree(&mut self, peer: &PublicKey) -> Result<SharedSecret, TokenError> {
@@ -700,7 +715,17 @@ fn device(operation: &str, e: CkError) -> TokenError {
 
 fn transient(e: &TokenError) -> bool {
     match e {
-        TokenError::Device { detail, .. } => detail.contains("GeneralError"),
+        // What SoftHSM answers while another process rewrites its token file.
+        TokenError::Device { detail, .. } => [
+            "GeneralError",
+            "UserPinNotInitialized",
+            "TokenNotRecognized",
+            "TokenNotPresent",
+            "SlotIdInvalid",
+            "DeviceError",
+        ]
+        .iter()
+        .any(|code| detail.contains(code)),
         TokenError::ModuleFailed { detail, .. } => detail.contains("GeneralError"),
         TokenError::TokenNotFound { .. } => true,
         _ => false,

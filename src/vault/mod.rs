@@ -586,6 +586,35 @@ impl OpenKeyring {
         Ok(self.document.systems.remove(index))
     }
 
+    /// Takes the keyring as it is on disk now, after other processes may have changed it,
+    /// checking it with the master key already held: no token operation, no passphrase.
+    /// Fails with [`VaultError::Tampered`] if the file is not this keyring any more.
+    pub fn refresh(&mut self, sealed: Sealed) -> Result<(), VaultError> {
+        if sealed.file.document.keyring_id != self.document.keyring_id {
+            return Err(VaultError::Tampered);
+        }
+        sealed.verify(&self.keyring_id, &self.master)?;
+        self.document = sealed.file.document;
+        Ok(())
+    }
+
+    /// Changes how a system's certificate is trusted; its key is sealed again, since the
+    /// trust is bound to it.
+    pub fn set_tls(&mut self, name: &str, tls: String) -> Result<(), VaultError> {
+        let key = self.api_key(name)?;
+        let old = self.system(name)?.clone();
+        let new = NewSystem {
+            name: old.name,
+            url: old.url,
+            username: old.username,
+            tls,
+            api_key_id: old.api_key_id,
+            api_key_name: old.api_key_name,
+            api_key_expires_at: old.api_key_expires_at,
+        };
+        self.replace_system(new, &key).map(|_| ())
+    }
+
     /// Decrypts one system's API key.
     pub fn api_key(&self, name: &str) -> Result<ApiKey, VaultError> {
         let entry = self.system(name)?;
