@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -15,12 +16,23 @@ use crate::truenas::{
     SystemUrl, TlsTrust,
 };
 
-/// Runs async client code on a runtime of its own for this command.
+/// The command's one network runtime. A session made in one `block_on` is used in the next
+/// (connect, log in, create a key), so its sockets must stay registered with the same
+/// reactor: one runtime serves the whole command.
+static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+
+/// Runs async client code on the command's runtime, starting it on first use.
 pub fn block_on<F: Future>(future: F) -> Result<F::Output, CliError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::Failed(format!("cannot start the network runtime: {e}")))?;
+    let runtime = match RUNTIME.get() {
+        Some(runtime) => runtime,
+        None => {
+            let built = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| CliError::Failed(format!("cannot start the network runtime: {e}")))?;
+            RUNTIME.get_or_init(|| built)
+        }
+    };
     Ok(runtime.block_on(future))
 }
 
