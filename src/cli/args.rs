@@ -158,7 +158,7 @@ pub struct NetArgs {
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// How many systems to contact at once
-    #[arg(long, default_value_t = 64, value_name = "N")]
+    #[arg(long, default_value_t = 256, value_name = "N")]
     pub parallel: usize,
     /// Skip the system cards (hostname, version, pools, alerts)
     #[arg(long)]
