@@ -356,6 +356,8 @@ pub fn login(ctx: &mut Context, args: LoginArgs) -> Result<(), CliError> {
 
 /// The stored system that `login` goes to, read without unlocking: it is shown to the user
 /// before any password is asked, since an unopened keyring file is not authenticated.
+// Limitation: with --password-file nobody may read that notice, so a writer of the keyring
+// file could redirect the password; see docs/limitations.md.
 fn target_of_login(ctx: &mut Context, name: &str) -> Result<SystemEntry, CliError> {
     let sealed = ctx.vault.load()?;
     let entry = sealed

@@ -250,6 +250,10 @@ pub fn key_name(keyring: &str) -> String {
     )
 }
 
+/// Tries with `NAME #2`, `NAME #3`, … when the NAS already has a key of that name (a key made
+/// by the same keyring on the same machine in the same second, as `--replace` does).
+const KEY_NAME_TRIES: u32 = 5;
+
 pub fn create_key(
     session: &mut Session,
     name: &str,
@@ -259,8 +263,24 @@ pub fn create_key(
 ) -> Result<CreatedKey, CliError> {
     let expires =
         expires_in_days.map(|d| OffsetDateTime::now_utc() + time::Duration::days(i64::from(d)));
-    block_on(session.create_api_key(&key_name(keyring), username, expires))?
-        .map_err(|e| client_error(name, e))
+    let base = key_name(keyring);
+    let mut attempt = 1;
+    loop {
+        let key_name = match attempt {
+            1 => base.clone(),
+            n => format!("{base} #{n}"),
+        };
+        match block_on(session.create_api_key(&key_name, username, expires))? {
+            Err(e) if is_name_taken(&e) && attempt < KEY_NAME_TRIES => attempt += 1,
+            other => return other.map_err(|e| client_error(name, e)),
+        }
+    }
+}
+
+/// TrueNAS refuses a second API key with the same name as a validation error on `name`.
+fn is_name_taken(e: &ClientError) -> bool {
+    matches!(e, ClientError::Rpc { method, reason, .. }
+        if method == "api_key.create" && reason.contains("must be unique"))
 }
 
 /// Logs in with an API key on a fresh connection: proves the key works before it is stored.

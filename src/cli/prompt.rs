@@ -28,7 +28,7 @@ pub struct Terminal;
 fn no_terminal(what: &str) -> CliError {
     CliError::Usage(format!(
         "there is no terminal to ask for {what}.\n\
-         For scripts, use --passphrase-file (NASRING_PASSPHRASE_FILE) and --pin-file (NASRING_PIN_FILE)."
+         For scripts, give it in a file: --passphrase-file, --pin-file, --password-file or --otp-file."
     ))
 }
 
