@@ -404,3 +404,94 @@ fn man_page_and_completions_are_generated() {
         );
     }
 }
+
+/// The private key objects on the world's token, as pkcs11-tool lists them.
+fn private_keys(w: &World) -> String {
+    let pin = std::fs::read_to_string(&w.passphrase_file).expect("pin");
+    let out = std::process::Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            "/usr/lib/softhsm/libsofthsm2.so",
+            "--token-label",
+        ])
+        .arg("nasring-test")
+        .args([
+            "--login",
+            "--pin",
+            "env:NASRING_TEST_PIN",
+            "--list-objects",
+            "--type",
+            "privkey",
+        ])
+        .env("NASRING_TEST_PIN", pin.trim())
+        .env("SOFTHSM2_CONF", w.hsm.conf())
+        .output()
+        .expect("pkcs11-tool");
+    assert_ok(&out, "pkcs11-tool --list-objects");
+    stdout(&out)
+}
+
+#[test]
+fn a_generated_key_is_sensitive_not_extractable_and_derives_only() {
+    let w = World::with_keyring();
+    let listing = private_keys(&w);
+    assert!(
+        listing.contains("Usage:      derive\n"),
+        "derive only:\n{listing}"
+    );
+    assert!(
+        listing.contains("sensitive") && listing.contains("never extractable"),
+        "{listing}"
+    );
+}
+
+#[test]
+fn an_extractable_key_gets_a_warning_and_a_missing_key_or_module_a_remedy() {
+    let w = World::new();
+    let pin = std::fs::read_to_string(&w.passphrase_file).expect("pin");
+    let made = std::process::Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            "/usr/lib/softhsm/libsofthsm2.so",
+            "--token-label",
+            "nasring-test",
+        ])
+        .args(["--login", "--pin", "env:NASRING_TEST_PIN", "--keypairgen"])
+        .args([
+            "--key-type",
+            "EC:prime256v1",
+            "--usage-derive",
+            "--extractable",
+        ])
+        .args(["--label", "loose", "--id", "42"])
+        .env("NASRING_TEST_PIN", pin.trim())
+        .env("SOFTHSM2_CONF", w.hsm.conf())
+        .output()
+        .expect("pkcs11-tool");
+    assert_ok(&made, "pkcs11-tool --keypairgen --extractable");
+    let module = "module-path=/usr/lib/softhsm/libsofthsm2.so";
+    let init = |object: &str, module: &str| {
+        let uri = format!("pkcs11:token=nasring-test;object={object}?{module}");
+        w.run(&[
+            "init",
+            "--name",
+            "lab",
+            "--token",
+            &uri,
+            "--kdf-memory-mib",
+            "8",
+        ])
+    };
+
+    let out = init("absent", module);
+    assert_code(&out, 1, "init with a key that is not there");
+    assert!(stderr(&out).contains("--generate-key"), "{}", text(&out));
+    let out = init("loose", "module-path=/nonexistent/libpkcs11.so");
+    assert_code(&out, 1, "init with a module that is not there");
+    assert!(stderr(&out).contains("was not found"), "{}", text(&out));
+    assert!(!w.vault.exists(), "no keyring made by a failed init");
+
+    let out = init("loose", module);
+    assert_ok(&out, "init with an extractable key");
+    assert!(stderr(&out).contains("extractable"), "{}", text(&out));
+}

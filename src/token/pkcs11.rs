@@ -616,10 +616,14 @@ fn find_slot(
         if uri.names_token(&info, slot) {
             return Ok((slot, info));
         }
-        present.push(info.label().trim().to_string());
+        // SoftHSM always shows one free slot holding an uninitialised token with no label.
+        if info.token_initialized() {
+            present.push(format!("\"{}\"", info.label().trim()));
+        }
     }
     let remedy = if present.is_empty() {
-        "No token is present at all: insert it, or for SoftHSM check SOFTHSM2_CONF.".to_string()
+        "No initialised token is present: insert it, or for SoftHSM check SOFTHSM2_CONF."
+            .to_string()
     } else {
         format!(
             "Tokens present: {}. Insert the right one or fix the URI.",
