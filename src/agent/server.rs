@@ -348,7 +348,7 @@ impl Agent {
     }
 
     fn status(&self) -> Reply {
-        let systems = self.open().map(|k| k.systems().len()).unwrap_or(0);
+        let keyring = self.open().ok();
         let now = Instant::now();
         let wall = OffsetDateTime::now_utc();
         let at = |t: Instant| stamp(wall + t.saturating_duration_since(now));
@@ -365,7 +365,7 @@ impl Agent {
             idle_ends_at: at(self.idle_until),
             idle_timeout_seconds: self.handoff.idle_timeout.as_secs(),
             max_lifetime_seconds: self.handoff.max_lifetime.as_secs(),
-            systems,
+            systems: keyring.map_or(0, |k| k.systems().len()),
         };
         Reply {
             ok: true,
