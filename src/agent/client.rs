@@ -56,7 +56,7 @@ impl Client {
     }
 
     pub fn status(&self) -> Result<Option<AgentStatus>, AgentError> {
-        Ok(self.ask(&Request::Status)?.and_then(|r| r.status))
+        Ok(self.ask(&Request::Status {})?.and_then(|r| r.status))
     }
 
     /// One system's key and where it may go.
@@ -82,7 +82,7 @@ impl Client {
 
     /// Ends the agent; `false` if none was listening.
     pub fn lock(&self) -> Result<bool, AgentError> {
-        Ok(self.ask(&Request::Lock)?.is_some_and(|r| r.locked))
+        Ok(self.ask(&Request::Lock {})?.is_some_and(|r| r.locked))
     }
 }
 

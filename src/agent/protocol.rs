@@ -23,13 +23,13 @@ pub const MAX_REPLY_BYTES: u64 = 64 * 1024 * 1024;
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     /// What the agent holds and until when; hands out no key and is not counted as use.
-    Status,
+    Status {},
     /// One system's key, for the command named (for the audit log).
     Key { system: String, command: String },
     /// Every system's key, for `status`, `unlock` and `api --all`.
     All { command: String },
     /// End the agent now.
-    Lock,
+    Lock {},
 }
 
 /// The agent's answer. Exactly one of `status`, `systems`, `locked` or `error` is set.

@@ -326,10 +326,10 @@ impl Agent {
 
     fn answer(&mut self, request: Request, pid: u32) -> (Reply, Option<&'static str>) {
         match request {
-            Request::Status => (self.status(), None),
+            Request::Status {} => (self.status(), None),
             Request::Key { system, command } => self.keys(Some(&system), &command, pid),
             Request::All { command } => self.keys(None, &command, pid),
-            Request::Lock => {
+            Request::Lock {} => {
                 let _ = std::fs::remove_file(&self.handoff.socket);
                 let reply = Reply {
                     ok: true,
