@@ -577,3 +577,61 @@ fn api_calls_one_method_on_one_or_every_system() {
         .iter()
         .any(|e| e["command"] == "api" && e["system"] == "*"));
 }
+
+#[test]
+fn the_agent_memory_is_locked_and_never_dumped() {
+    let mut a = Agented::new();
+    a.add_offline("nas1", API_KEY);
+    let pid = a.unlock(&[]);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let locked_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmLck");
+    assert!(locked_kib > 0, "no memory locked:\n{status}");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .expect("core limit");
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    assert_eq!(&fields[4..6], ["0", "0"], "{core}");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    assert!(String::from_utf8_lossy(&cmdline).ends_with("agent\0--serve\0"));
+}
+
+#[test]
+fn trace_logs_of_commands_using_the_agent_hold_no_secret() {
+    let mut a = Agented::new();
+    a.add_offline("nas1", API_KEY);
+    let out = a
+        .cmd()
+        .env("RUST_LOG", "trace")
+        .args(["unlock", "--offline"])
+        .output();
+    let out = out.expect("unlock");
+    assert_ok(&out, "unlock");
+    a.agents.push(a.agent_pid().expect("agent"));
+    let mut all = text(&out);
+    for args in [
+        vec!["status", "--offline", "--json"],
+        vec!["agent", "--json"],
+        vec!["exec", "nas1", "--", "true"],
+        vec!["log", "--json"],
+        vec!["lock"],
+    ] {
+        let out = a.cmd().env("RUST_LOG", "trace").args(&args).output();
+        let out = out.expect("run");
+        assert_ok(&out, &args.join(" "));
+        all.push_str(&text(&out));
+    }
+    assert!(
+        all.contains("TRACE") || all.contains("DEBUG"),
+        "no trace logging"
+    );
+    assert!(
+        !all.contains(api_secret(API_KEY)) && !all.contains(PASSPHRASE),
+        "{all}"
+    );
+}
