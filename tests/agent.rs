@@ -635,3 +635,32 @@ fn trace_logs_of_commands_using_the_agent_hold_no_secret() {
         "{all}"
     );
 }
+
+/// Runs `nasring ARGS` on a pseudo-terminal (through script(1)); its output comes back here.
+fn on_terminal(a: &Agented, args: &str) -> Output {
+    let mut cmd = Command::new("script");
+    cmd.env_clear()
+        .envs(a.cmd().get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .args(["-q", "-e", "-c"])
+        .arg(format!("{} {args}", env!("CARGO_BIN_EXE_nasring")))
+        .arg("/dev/null");
+    cmd.output().expect("run script")
+}
+
+#[test]
+fn get_prints_to_a_terminal_only_with_force() {
+    let mut a = Agented::new();
+    a.add_offline("nas1", API_KEY);
+    a.unlock(&[]);
+    let refused = on_terminal(&a, "get nas1");
+    assert_code(&refused, 2, "get to a terminal");
+    assert!(
+        !stdout(&refused).contains(api_secret(API_KEY)),
+        "{}",
+        text(&refused)
+    );
+    assert!(stdout(&refused).contains("--force"), "{}", text(&refused));
+    let forced = on_terminal(&a, "get nas1 --force");
+    assert_ok(&forced, "get --force to a terminal");
+    assert!(stdout(&forced).contains(API_KEY), "{}", text(&forced));
+}

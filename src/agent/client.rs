@@ -105,7 +105,13 @@ fn checked(reply: Reply) -> Result<Reply, AgentError> {
 pub fn start(handoff: &Handoff) -> Result<u32, AgentError> {
     let exe = std::env::current_exe()
         .map_err(|e| AgentError::Start(format!("cannot find the nasring program: {e}")))?;
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    for (name, _) in std::env::vars_os() {
+        if looks_secret(&name.to_string_lossy()) {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
         .args(["agent", "--serve"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -138,6 +144,16 @@ pub fn start(handoff: &Handoff) -> Result<u32, AgentError> {
     }
 }
 
+/// Whether an environment variable's name suggests a secret (a CI job's passphrase
+/// variable, say). The agent does not inherit those: it lives for hours and needs none.
+fn looks_secret(name: &str) -> bool {
+    let name = name.to_ascii_uppercase();
+    ["PASS", "PIN", "SECRET", "API_KEY", "PRIVATE"]
+        .iter()
+        .any(|word| name.contains(word))
+        && !name.ends_with("_FILE")
+}
+
 /// Waits until process `pid` has ended (or is a zombie waiting to be reaped).
 pub fn wait_until_gone(pid: u32, timeout: Duration) -> bool {
     let until = Instant::now() + timeout;
@@ -157,5 +173,30 @@ fn is_running(pid: u32) -> bool {
             .rsplit_once(')')
             .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_looking_variables_are_not_inherited() {
+        for name in [
+            "NASRING_PASSPHRASE",
+            "CI_PIN",
+            "DEPLOY_SECRET",
+            "NASRING_API_KEY",
+        ] {
+            assert!(looks_secret(name), "{name}");
+        }
+        for name in [
+            "SOFTHSM2_CONF",
+            "PATH",
+            "NASRING_PASSPHRASE_FILE",
+            "RUST_LOG",
+        ] {
+            assert!(!looks_secret(name), "{name}");
+        }
     }
 }
