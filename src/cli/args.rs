@@ -62,6 +62,11 @@ pub enum Command {
     /// Print a system's API key (not to a terminal unless --force)
     Get(GetArgs),
     /// Run a command with a system's URL, user name and API key in its environment
+    ///
+    /// nasring replaces itself with the command, which gets NASRING_SYSTEM, NASRING_URL,
+    /// NASRING_USERNAME, NASRING_API_KEY, and NASRING_TLS_FINGERPRINT (the pinned
+    /// certificate's sha256:HEX) or NASRING_TLS_CA (the CA's PEM). The key is never put in
+    /// any argv; read it from the environment, and keep it off command lines.
     Exec(ExecArgs),
     /// Call one TrueNAS middleware method with the stored key and print the JSON result
     Api(ApiArgs),
