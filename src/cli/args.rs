@@ -2,6 +2,7 @@
 //! completions are generated from the same definitions.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -54,8 +55,25 @@ pub enum Command {
     Add(AddArgs),
     /// Show the systems in the keyring and the last check, without unlocking
     List,
-    /// Open the keyring and connect to every system
-    Unlock(CheckArgs),
+    /// Open the keyring, keep it open in an agent, and connect to every system
+    Unlock(UnlockArgs),
+    /// End the agent that holds the keyring open; its keys are wiped
+    Lock,
+    /// Print a system's API key (not to a terminal unless --force)
+    Get(GetArgs),
+    /// Run a command with a system's URL, user name and API key in its environment
+    ///
+    /// nasring replaces itself with the command, which gets NASRING_SYSTEM, NASRING_URL,
+    /// NASRING_USERNAME, NASRING_API_KEY, and NASRING_TLS_FINGERPRINT (the pinned
+    /// certificate's sha256:HEX) or NASRING_TLS_CA (the CA's PEM). The key is never put in
+    /// any argv; read it from the environment, and keep it off command lines.
+    Exec(ExecArgs),
+    /// Call one TrueNAS middleware method with the stored key and print the JSON result
+    Api(ApiArgs),
+    /// Show the audit log: every unlock, lock and key handed out
+    Log,
+    /// Show the agent that holds the keyring open
+    Agent(AgentArgs),
     /// Connect to every system and show who is connected
     Status(CheckArgs),
     /// Add many systems from a JSON-lines inventory in one unlock
@@ -171,6 +189,91 @@ pub struct CheckArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct UnlockArgs {
+    #[command(flatten)]
+    pub check: CheckArgs,
+    /// End the agent after this long without a key handed out (90s, 30m, 8h; plain: seconds)
+    #[arg(long, env = "NASRING_AGENT_IDLE_TIMEOUT", default_value = "30m",
+          value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// End the agent this long after the unlock, however busy it is
+    #[arg(long, env = "NASRING_AGENT_MAX_LIFETIME", default_value = "8h",
+          value_name = "DURATION", value_parser = parse_duration)]
+    pub max_lifetime: Duration,
+    /// Start no agent: the keyring is open for this command only
+    #[arg(long)]
+    pub no_agent: bool,
+}
+
+/// `90`, `90s`, `15m`, `8h` or `2d`; between one second and 31 days.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "{text} is not a duration: write 90s, 30m, 8h or 2d"
+            ))
+        }
+    };
+    let seconds = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|s| (1..=31 * 86_400).contains(s))
+        .ok_or_else(|| format!("{text} must be between 1 second and 31 days"))?;
+    Ok(Duration::from_secs(seconds))
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The system whose API key to print
+    pub name: String,
+    /// Print the key even when the output is a terminal
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The system whose URL, user name and API key the command gets
+    pub name: String,
+    /// The command and its arguments, after --
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// Call the method on every system at once; prints one JSON line per system
+    #[arg(long)]
+    pub all: bool,
+    /// NAME METHOD [PARAMS_JSON], or with --all: METHOD [PARAMS_JSON]. PARAMS_JSON is the
+    /// array of the method's arguments (a single value is sent as the only one)
+    #[arg(required = true, num_args = 1..=3, value_name = "NAME METHOD PARAMS_JSON")]
+    pub words: Vec<String>,
+    /// How many systems to contact at once (with --all)
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub parallel: usize,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Run as the agent (started by nasring unlock, which hands it the keyring on stdin)
+    #[arg(long, hide = true)]
+    pub serve: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ImportArgs {
     /// JSON lines: {"name", "url", "username", "api_key"[, "tls_fingerprint"]} per line
     pub file: PathBuf,
@@ -233,4 +336,20 @@ pub struct ManArgs {
     /// Folder to write nasring.1 and one page per command into
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("8h"), Ok(Duration::from_secs(28_800)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        for bad in ["", "0", "5x", "m", "40d", "-3s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

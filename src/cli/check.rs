@@ -13,14 +13,14 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::args::CheckArgs;
+use super::agent::{self, Want};
+use super::args::{CheckArgs, UnlockArgs};
 use super::keyring::{connected_word, LastCheck};
 use super::nas::{self, block_on};
-use super::open::open_keyring;
 use super::{output, status_cache_path, CliError, Context};
+use crate::agent::protocol::UnlockedSystem;
 use crate::secret::ApiKey;
 use crate::truenas::{ClientError, Limits, Session, SystemCard, SystemUrl, TlsTrust};
-use crate::vault::{OpenKeyring, SystemEntry};
 
 /// Keys expiring within this many days are flagged.
 const EXPIRY_WARNING_DAYS: i64 = 14;
@@ -52,35 +52,47 @@ pub struct Report {
     pub card: Option<SystemCard>,
 }
 
-fn jobs(keyring: &OpenKeyring) -> Vec<Job> {
-    keyring
-        .systems()
-        .iter()
+fn jobs(systems: Vec<UnlockedSystem>) -> Vec<Job> {
+    systems
+        .into_iter()
         .enumerate()
-        .map(|(index, s)| job(keyring, index, s))
+        .map(|(index, s)| Job {
+            index,
+            trust: nas::trust_from_record(&s.tls),
+            expires_at: s
+                .api_key_expires_at
+                .as_deref()
+                .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok()),
+            name: s.name,
+            url: s.url,
+            username: s.username,
+            key: s.api_key,
+        })
         .collect()
 }
 
-fn job(keyring: &OpenKeyring, index: usize, s: &SystemEntry) -> Job {
-    Job {
-        index,
-        name: s.name.clone(),
-        url: s.url.clone(),
-        username: s.username.clone(),
-        trust: nas::trust_from_record(&s.tls),
-        key: keyring.api_key(&s.name).ok(),
-        expires_at: s
-            .api_key_expires_at
-            .as_deref()
-            .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok()),
-    }
-}
-
+/// `status`: the keys come from the agent when one runs (nothing is asked), else the
+/// keyring is opened for this command.
 pub fn check(ctx: &mut Context, args: CheckArgs) -> Result<(), CliError> {
     let limits = nas::limits(&args.net)?;
-    let keyring = open_keyring(ctx)?;
-    let jobs = jobs(&keyring);
-    drop(keyring);
+    let systems = agent::systems(ctx, Want::All, "status")?;
+    run(ctx, args, limits, systems)
+}
+
+/// `unlock`: like `status`, and leaves an agent holding the keyring open.
+pub fn unlock(ctx: &mut Context, args: UnlockArgs) -> Result<(), CliError> {
+    let limits = nas::limits(&args.check.net)?;
+    let systems = agent::unlock(ctx, &args)?;
+    run(ctx, args.check, limits, systems)
+}
+
+fn run(
+    ctx: &mut Context,
+    args: CheckArgs,
+    limits: Limits,
+    systems: Vec<UnlockedSystem>,
+) -> Result<(), CliError> {
+    let jobs = jobs(systems);
     let reports = if args.offline {
         jobs.into_iter().map(not_checked).collect()
     } else {

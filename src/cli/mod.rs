@@ -2,6 +2,7 @@
 //! reports. Nothing below this module prints.
 
 mod add;
+mod agent;
 pub mod args;
 mod check;
 mod keyring;
@@ -9,6 +10,7 @@ mod nas;
 mod open;
 mod output;
 pub mod prompt;
+mod scripts;
 mod systems;
 
 use std::path::PathBuf;
@@ -43,6 +45,8 @@ pub enum CliError {
     Vault(#[from] VaultError),
     #[error(transparent)]
     Token(#[from] TokenError),
+    #[error(transparent)]
+    Agent(#[from] crate::agent::AgentError),
     #[error("{0}")]
     Failed(String),
     #[error("stopped: {0}")]
@@ -97,6 +101,7 @@ pub fn run(cli: Cli, ui: &mut dyn Prompter) -> Result<(), CliError> {
     match &cli.command {
         Command::Completions(a) => return output::completions(a.shell),
         Command::Man(a) => return output::man_pages(a.out_dir.as_deref()),
+        Command::Agent(a) if a.serve => return agent::serve(),
         _ => {}
     }
     let mut ctx = Context::new(&cli.global, ui)?;
@@ -108,8 +113,14 @@ pub fn run(cli: Cli, ui: &mut dyn Prompter) -> Result<(), CliError> {
         Command::Add(a) => add::add(&mut ctx, a),
         Command::Import(a) => systems::import(&mut ctx, a),
         Command::Remove(a) => systems::remove(&mut ctx, a),
-        Command::Unlock(a) => check::check(&mut ctx, a),
+        Command::Unlock(a) => check::unlock(&mut ctx, a),
         Command::Status(a) => check::check(&mut ctx, a),
+        Command::Lock => agent::lock(&mut ctx),
+        Command::Get(a) => scripts::get(&mut ctx, a),
+        Command::Exec(a) => scripts::exec(&mut ctx, a),
+        Command::Api(a) => scripts::api(&mut ctx, a),
+        Command::Log => agent::log(&mut ctx),
+        Command::Agent(_) => agent::status(&mut ctx),
         Command::Trust(a) => add::trust(&mut ctx, a),
         Command::Login(a) => add::login(&mut ctx, a),
         Command::Completions(_) | Command::Man(_) => Ok(()),

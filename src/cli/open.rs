@@ -149,11 +149,26 @@ pub fn open_for_update(ctx: &mut Context) -> Result<(KeyringLock, OpenKeyring), 
     Ok((lock, keyring))
 }
 
+/// Opens the keyring and says which token opened it (its URI), for the agent to watch.
+pub fn open_keyring_with_token(ctx: &mut Context) -> Result<(OpenKeyring, String), CliError> {
+    let passphrase = ask_passphrase(ctx)?;
+    let sealed = ctx.vault.load()?;
+    unlock_with_token(ctx, sealed, &passphrase)
+}
+
 fn unlock(
     ctx: &mut Context,
     sealed: Sealed,
     passphrase: &Passphrase,
 ) -> Result<OpenKeyring, CliError> {
+    unlock_with_token(ctx, sealed, passphrase).map(|(keyring, _)| keyring)
+}
+
+fn unlock_with_token(
+    ctx: &mut Context,
+    sealed: Sealed,
+    passphrase: &Passphrase,
+) -> Result<(OpenKeyring, String), CliError> {
     let mut chosen = choose_token(ctx, &sealed)?;
     let pin = pin_for(
         ctx,
@@ -166,5 +181,5 @@ fn unlock(
     for warning in chosen.token.warnings() {
         ctx.ui.notice(&format!("Warning: {warning}"));
     }
-    Ok(keyring)
+    Ok((keyring, chosen.token.info().uri))
 }

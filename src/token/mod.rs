@@ -109,6 +109,12 @@ pub trait Token {
     fn warnings(&mut self) -> Vec<String> {
         Vec::new()
     }
+
+    /// Whether the token is still there (plugged in, its slot still holding it). Needs no
+    /// PIN. By default a token is present while its public key can be read.
+    fn is_present(&mut self) -> bool {
+        self.public_key().is_ok()
+    }
 }
 
 /// Opens the token that `uri` names. No PIN is asked or used here.

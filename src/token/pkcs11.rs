@@ -502,6 +502,16 @@ impl Token for Pkcs11Token {
         self.generate(options)
     }
 
+    /// Looks for the token in the module's slot list again. SoftHSM reads its token folder
+    /// only when initialised, so for it the module is started over first.
+    fn is_present(&mut self) -> bool {
+        let serial = self.serial.clone();
+        if self.is_softhsm() {
+            return self.reopen().is_ok() && self.serial == serial;
+        }
+        find_slot(&self.ctx, &self.uri).is_ok_and(|(_, info)| info.serial_number().trim() == serial)
+    }
+
     fn warnings(&mut self) -> Vec<String> {
         let Ok(session) = self.session() else {
             return Vec::new();

@@ -617,14 +617,12 @@ impl OpenKeyring {
 
     /// Decrypts one system's API key.
     pub fn api_key(&self, name: &str) -> Result<ApiKey, VaultError> {
-        let entry = self.system(name)?;
-        let key_enc = crypto::entry_key(&self.keyring_id, &self.master);
-        let nonce = format::unb64("entry nonce", &entry.nonce)?;
-        let ct = format::unb64("entry ciphertext", &entry.ciphertext)?;
-        let plain = crypto::open(&key_enc, &nonce, &ct, &entry_aad(&self.keyring_id, entry))
-            .map_err(|_: CryptoError| VaultError::Tampered)?;
-        let text = std::str::from_utf8(&plain).map_err(|_| VaultError::Tampered)?;
-        Ok(ApiKey::new(text.to_string()))
+        open_entry(&self.keyring_id, &self.master, self.system(name)?)
+    }
+
+    /// The master key, for the one place that hands it on: the agent, over a pipe.
+    pub fn master_key(&self) -> &MasterKey {
+        &self.master
     }
 
     /// Writes the keyring atomically, authenticated under the master key. The caller holds
@@ -637,5 +635,63 @@ impl OpenKeyring {
             &signed,
         );
         store::write_atomic(vault.path(), &format::with_mac(signed, &mac))
+    }
+}
+
+/// Decrypts a system's API key, bound to where it may go.
+fn open_entry(
+    keyring_id: &[u8],
+    master: &MasterKey,
+    entry: &SystemEntry,
+) -> Result<ApiKey, VaultError> {
+    let key_enc = crypto::entry_key(keyring_id, master);
+    let nonce = format::unb64("entry nonce", &entry.nonce)?;
+    let ct = format::unb64("entry ciphertext", &entry.ciphertext)?;
+    let plain = crypto::open(&key_enc, &nonce, &ct, &entry_aad(keyring_id, entry))
+        .map_err(|_: CryptoError| VaultError::Tampered)?;
+    let text = std::str::from_utf8(&plain).map_err(|_| VaultError::Tampered)?;
+    Ok(ApiKey::new(text.to_string()))
+}
+
+impl Sealed {
+    /// Opens the keyring with a master key already held (by the agent): the whole file is
+    /// authenticated first, and a file of another keyring is refused as altered.
+    pub fn open_with_master_key(
+        self,
+        keyring_id: &str,
+        master: &MasterKey,
+    ) -> Result<ReadKeyring, VaultError> {
+        if self.file.document.keyring_id != keyring_id {
+            return Err(VaultError::Tampered);
+        }
+        let id = keyring_id_bytes(&self.file.document)?;
+        self.verify(&id, master)?;
+        Ok(ReadKeyring {
+            document: self.file.document,
+            keyring_id: id,
+        })
+    }
+}
+
+/// An authenticated keyring opened with a held master key: it reads keys, never writes.
+/// The master key stays with its holder; each call borrows it.
+pub struct ReadKeyring {
+    document: Document,
+    keyring_id: Vec<u8>,
+}
+
+impl ReadKeyring {
+    pub fn name(&self) -> &str {
+        &self.document.name
+    }
+
+    pub fn systems(&self) -> &[SystemEntry] {
+        &self.document.systems
+    }
+
+    /// Decrypts one system's API key; its URL, user name and pin are in the same
+    /// authenticated entry.
+    pub fn api_key(&self, master: &MasterKey, entry: &SystemEntry) -> Result<ApiKey, VaultError> {
+        open_entry(&self.keyring_id, master, entry)
     }
 }

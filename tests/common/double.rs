@@ -57,6 +57,24 @@ impl Double {
         }
     }
 
+    /// Systems `nas1` .. `nasN`, each made by [`system`].
+    pub fn numbered(count: usize) -> Double {
+        Double::start((1..=count).map(|i| system(&format!("nas{i}"))).collect())
+    }
+
+    /// The `system.info` hostname of a system made by [`system`].
+    pub fn hostname(&self, name: &str) -> String {
+        self.endpoint(name);
+        format!("{name}.lab")
+    }
+
+    /// A new API key of the admin, made out of band under a name of its own.
+    pub fn issue_key(&self, name: &str) -> String {
+        static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.create_key(name, &format!("test key {n}")).1
+    }
+
     fn endpoint(&self, name: &str) -> &Value {
         self.ready["systems"]
             .as_array()
