@@ -7,7 +7,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
 use time::OffsetDateTime;
 
 /// One line of the log. Its JSON form is the `nasring log --json` contract.
@@ -38,11 +38,11 @@ pub struct Event {
 impl Event {
     /// An event stamped now.
     pub fn now(event: &str, by: &str) -> Self {
-        let stamp = OffsetDateTime::now_utc();
-        let time = stamp
-            .replace_nanosecond(u32::from(stamp.millisecond()) * 1_000_000)
-            .unwrap_or(stamp)
-            .format(&Rfc3339)
+        // Always three digits of milliseconds, so that the times line up in `nasring log`.
+        let time = OffsetDateTime::now_utc()
+            .format(format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+            ))
             .unwrap_or_default();
         Self {
             time,
