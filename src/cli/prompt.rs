@@ -30,7 +30,7 @@ pub trait Prompter {
 fn no_terminal_to_show() -> CliError {
     CliError::Usage(
         "there is no terminal to show the recovery code on.\n\
-         For scripts, pass --recovery-code-file FILE (written with mode 0600), or --no-recovery-code."
+         For scripts, pass --save-recovery-code FILE (written with mode 0600), or --no-recovery-code."
             .into(),
     )
 }

@@ -37,15 +37,26 @@ fn open_any(ctx: &mut Context) -> Result<(Option<Passphrase>, OpenKeyring), CliE
     Ok((Some(passphrase), keyring))
 }
 
-/// A new passphrase, typed twice (or from `file`), checked for strength.
+/// Where a new passphrase comes from.
+enum NewPassphraseFrom<'a> {
+    /// `--passphrase-file` (NASRING_PASSPHRASE_FILE), else asked: after the recovery code,
+    /// when no passphrase was read yet.
+    Usual,
+    /// This file, else asked (never the file that holds the current passphrase).
+    File(Option<&'a Path>),
+}
+
+/// A new passphrase, typed twice (or from a file), checked for strength.
 fn ask_new_passphrase(
     ctx: &mut Context,
-    file: Option<&Path>,
+    from: NewPassphraseFrom,
     accept_weak: bool,
     keyring: &str,
 ) -> Result<Passphrase, CliError> {
     let mut sources = ctx.secrets.clone();
-    sources.passphrase_file = file.map(Path::to_path_buf);
+    if let NewPassphraseFrom::File(file) = from {
+        sources.passphrase_file = file.map(Path::to_path_buf);
+    }
     sources.new_passphrase(
         ctx.ui,
         NewPassphrasePolicy { accept_weak },
@@ -86,7 +97,7 @@ fn passphrase_after_recovery(
         "Opened with the recovery code: choose the keyring passphrase now (it may be the old one).",
     );
     let name = keyring.name().to_string();
-    let passphrase = ask_new_passphrase(ctx, None, accept_weak, &name)?;
+    let passphrase = ask_new_passphrase(ctx, NewPassphraseFrom::Usual, accept_weak, &name)?;
     Ok(passphrase)
 }
 
@@ -438,7 +449,7 @@ pub fn passwd(ctx: &mut Context, args: PasswdArgs) -> Result<(), CliError> {
     let name = opened.keyring.name().to_string();
     let new = ask_new_passphrase(
         ctx,
-        args.new_passphrase_file.as_deref(),
+        NewPassphraseFrom::File(args.new_passphrase_file.as_deref()),
         args.accept_weak_passphrase,
         &name,
     )?;
