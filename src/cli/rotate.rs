@@ -172,13 +172,16 @@ fn rotate_one(
         Ok(k.set_rotation(name, Some(pending.clone()))?)
     })?;
     crash_point("recorded");
-    let created = nas::create_key(&mut session, name, keyring.name(), &t.username, expires_in);
+    let expires =
+        expires_in.map(|d| time::OffsetDateTime::now_utc() + time::Duration::days(i64::from(d)));
+    let created = block_on(session.create_api_key(&new_key_name, &t.username, expires));
     let created = match created {
-        Ok(c) => c,
-        Err(e) => {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
             close(session);
-            return Err(e);
+            return Err(client_error(name, e));
         }
+        Err(e) => return Err(e),
     };
     close(session);
     crash_point("created");
@@ -206,7 +209,6 @@ fn rotate_one(
     Ok(done)
 }
 
-/// `create_key` names keys after the keyring and a time; a rotation's key has its own name.
 /// Deletes the keys called `name` on the NAS; returns their ids.
 fn delete_named(session: &mut Session, t: &Target, name: &str) -> Result<Vec<u64>, CliError> {
     let found = block_on(session.api_keys_named(name))?.map_err(|e| client_error(&t.name, e))?;
