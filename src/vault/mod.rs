@@ -985,3 +985,161 @@ impl OpenKeyring {
         store::write_atomic(vault.path(), &format::with_mac(signed, &mac))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::SharedSecret;
+    use crate::token::{KeygenOptions, PinStatus, TokenInfo};
+    use p256::SecretKey;
+    use rand::rngs::OsRng;
+
+    struct SoftToken(SecretKey);
+
+    impl Token for SoftToken {
+        fn info(&self) -> TokenInfo {
+            TokenInfo {
+                uri: "pkcs11:token=soft".into(),
+                label: "soft".into(),
+                serial: None,
+            }
+        }
+        fn public_key(&mut self) -> Result<PublicKey, TokenError> {
+            Ok(self.0.public_key())
+        }
+        fn pin_status(&mut self) -> Result<PinStatus, TokenError> {
+            Ok(PinStatus::default())
+        }
+        fn login(&mut self, _pin: &Pin) -> Result<(), TokenError> {
+            Ok(())
+        }
+        fn agree(&mut self, peer: &PublicKey) -> Result<SharedSecret, TokenError> {
+            Ok(crypto::agree_software(&self.0, peer))
+        }
+        fn generate_key(&mut self, _o: &KeygenOptions) -> Result<PublicKey, TokenError> {
+            Err(TokenError::Unavailable("fixed key".into()))
+        }
+    }
+
+    fn enrolment(token: &SoftToken) -> TokenEnrolment {
+        TokenEnrolment {
+            backend: "pkcs11".into(),
+            uri: "pkcs11:token=soft".into(),
+            label: "soft".into(),
+            serial: None,
+            public_key: token.0.public_key(),
+            separate_pin: false,
+        }
+    }
+
+    const COST: KdfCost = KdfCost::MINIMUM;
+
+    fn written(keyring: &mut OpenKeyring, dir: &Path) -> Vec<u8> {
+        let vault = Vault::at(dir.join("k.nasring"));
+        let lock = store::lock(vault.path(), true).expect("lock");
+        keyring.save(&vault, &lock).expect("save");
+        std::fs::read(vault.path()).expect("read")
+    }
+
+    #[test]
+    fn rekey_leaves_the_old_master_key_nothing_to_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let passphrase = Passphrase::new("p".into());
+        let mut first = SoftToken(SecretKey::random(&mut OsRng));
+        let mut backup = SoftToken(SecretKey::random(&mut OsRng));
+        let mut keyring =
+            OpenKeyring::create("k", &passphrase, COST, &enrolment(&first)).expect("k");
+        keyring.enrol_token(&enrolment(&backup)).expect("backup");
+        let code = keyring.new_recovery_code();
+        keyring
+            .add_system(
+                NewSystem {
+                    name: "nas1".into(),
+                    url: "https://127.0.0.1:9".into(),
+                    username: "u".into(),
+                    tls: String::new(),
+                    api_key_id: Some(1),
+                    api_key_name: None,
+                    api_key_expires_at: None,
+                },
+                &ApiKey::new("1-abc".into()),
+            )
+            .expect("add");
+        let old_file = written(&mut keyring, dir.path());
+        let mut old = Sealed::parse(&old_file)
+            .expect("parse")
+            .open(&mut first, &passphrase, None)
+            .expect("old opens");
+
+        keyring.rekey(PassphraseChange::Keep).expect("rekey");
+        let new_file = written(&mut keyring, dir.path());
+        // The old master key does not authenticate (so cannot read) the new file.
+        let refreshed = old.refresh(Sealed::parse(&new_file).expect("parse"));
+        assert!(matches!(refreshed, Err(VaultError::Tampered)));
+        // Every unlocker opens the new file, the absent backup token included.
+        for token in [&mut first, &mut backup] {
+            let open = Sealed::parse(&new_file)
+                .expect("parse")
+                .open(token, &passphrase, None)
+                .expect("token opens after rekey");
+            assert_eq!(open.api_key("nas1").expect("key").expose(), "1-abc");
+        }
+        let by_code = Sealed::parse(&new_file)
+            .expect("parse")
+            .open_with_recovery_code(&code)
+            .expect("code opens after rekey");
+        assert!(by_code.opened_with_recovery_code());
+        assert!(matches!(
+            Sealed::parse(&new_file).expect("parse").open(
+                &mut first,
+                &Passphrase::new("q".into()),
+                None
+            ),
+            Err(VaultError::WrongPassphraseOrToken)
+        ));
+    }
+
+    #[test]
+    fn a_passphrase_change_needs_no_token_and_the_last_token_stays() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = Passphrase::new("old".into());
+        let new = Passphrase::new("new".into());
+        let mut token = SoftToken(SecretKey::random(&mut OsRng));
+        let mut keyring = OpenKeyring::create("k", &old, COST, &enrolment(&token)).expect("k");
+        keyring
+            .rekey(PassphraseChange::New(&new, COST))
+            .expect("passwd");
+        let file = written(&mut keyring, dir.path());
+        assert!(Sealed::parse(&file)
+            .expect("parse")
+            .open(&mut token, &old, None)
+            .is_err());
+        let mut opened = Sealed::parse(&file)
+            .expect("parse")
+            .open(&mut token, &new, None)
+            .expect("new passphrase opens");
+        let id = opened.document().unlockers[0].id.clone();
+        assert!(matches!(
+            opened.remove_unlocker(&id),
+            Err(VaultError::LastToken { .. })
+        ));
+        // Opened with the recovery code, nothing can be enrolled until a passphrase is set.
+        let code = opened.new_recovery_code();
+        let file = written(&mut opened, dir.path());
+        let mut recovered = Sealed::parse(&file)
+            .expect("parse")
+            .open_with_recovery_code(&code)
+            .expect("code");
+        let other = SoftToken(SecretKey::random(&mut OsRng));
+        assert!(matches!(
+            recovered.enrol_token(&enrolment(&other)),
+            Err(VaultError::NeedsPassphrase)
+        ));
+        recovered
+            .rekey(PassphraseChange::New(&new, COST))
+            .expect("set passphrase");
+        recovered
+            .enrol_token(&enrolment(&other))
+            .expect("enrol after");
+    }
+}
