@@ -3,12 +3,48 @@
 
 mod common;
 
-use common::double::Nas;
+use common::double::{system, Double, ADMIN};
 use common::*;
 use serde_json::Value;
 
-fn add_system(w: &World, nas: &Nas, name: &str) {
-    nas.add_to(w, name);
+/// The TrueNAS double's systems `nas1` … `nasN`.
+fn start(count: usize) -> Double {
+    Double::start((1..=count).map(|i| system(&format!("nas{i}"))).collect())
+}
+
+/// Adds a system of the double with a key made on it, checked against it.
+fn add_system(w: &World, nas: &Double, name: &str) {
+    let (_, key) = nas.create_key(name, "made by hand");
+    let key_file = w.write(&format!("{name}.key"), &format!("{key}\n"));
+    let out = w.run(&[
+        "add",
+        name,
+        "--url",
+        &nas.url(name),
+        "--username",
+        ADMIN,
+        "--api-key-file",
+        key_file.to_str().expect("utf8"),
+        "--tls-fingerprint",
+        &nas.fingerprint(name),
+    ]);
+    assert_ok(&out, "add");
+}
+
+/// `(id, name)` of every key on a system of the double.
+fn keys(nas: &Double, name: &str) -> Vec<(u64, String)> {
+    let mut all: Vec<(u64, String)> = nas
+        .keys(name)
+        .iter()
+        .map(|k| {
+            (
+                k["id"].as_u64().expect("id"),
+                k["name"].as_str().expect("name").to_string(),
+            )
+        })
+        .collect();
+    all.sort();
+    all
 }
 
 fn stored(w: &World, name: &str) -> Value {
@@ -39,9 +75,9 @@ fn assert_connects(w: &World, name: &str) {
 }
 
 /// The NAS holds exactly one key, and it is the one stored.
-fn assert_only_the_stored_key(w: &World, nas: &Nas, name: &str) {
+fn assert_only_the_stored_key(w: &World, nas: &Double, name: &str) {
     let entry = stored(w, name);
-    let keys = nas.keys(name);
+    let keys = keys(nas, name);
     assert_eq!(keys.len(), 1, "keys on {name}: {keys:?}");
     assert_eq!(Some(keys[0].0), entry["api_key_id"].as_u64(), "{entry}");
     assert_eq!(Some(keys[0].1.as_str()), entry["api_key_name"].as_str());
@@ -50,33 +86,33 @@ fn assert_only_the_stored_key(w: &World, nas: &Nas, name: &str) {
 
 #[test]
 fn rotate_stores_a_new_key_and_deletes_the_old_one() {
-    let nas = Nas::start(2);
+    let nas = start(2);
     let w = World::with_keyring();
     add_system(&w, &nas, "nas1");
     add_system(&w, &nas, "nas2");
-    let old = nas.keys("nas1");
+    let old = keys(&nas, "nas1");
 
     let out = w.run(&["rotate", "nas1", "--json"]);
     assert_ok(&out, "rotate nas1");
     let report: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(report[0]["old_key_deleted"], true, "{report}");
     assert_only_the_stored_key(&w, &nas, "nas1");
-    assert_ne!(nas.keys("nas1")[0].0, old[0].0);
-    assert!(nas.keys("nas1")[0].1.contains("rotation"));
+    assert_ne!(keys(&nas, "nas1")[0].0, old[0].0);
+    assert!(keys(&nas, "nas1")[0].1.contains("rotation"));
     assert_connects(&w, "nas1");
 
-    let before = (nas.keys("nas1"), nas.keys("nas2"));
+    let before = (keys(&nas, "nas1"), keys(&nas, "nas2"));
     assert_ok(&w.run(&["rotate", "--all"]), "rotate --all");
     for name in ["nas1", "nas2"] {
         assert_only_the_stored_key(&w, &nas, name);
         assert_connects(&w, name);
     }
-    assert_ne!((nas.keys("nas1"), nas.keys("nas2")), before);
+    assert_ne!((keys(&nas, "nas1"), keys(&nas, "nas2")), before);
 }
 
 #[test]
 fn a_rotation_killed_at_any_step_is_finished_by_a_rerun() {
-    let nas = Nas::start(1);
+    let nas = start(1);
     let w = World::with_keyring();
     add_system(&w, &nas, "nas1");
     for step in ["recorded", "created", "stored", "deleted"] {
@@ -96,7 +132,7 @@ fn a_rotation_killed_at_any_step_is_finished_by_a_rerun() {
         let pending = entry["rotation"]["new_key_name"]
             .as_str()
             .expect("recorded");
-        let keys = nas.keys("nas1");
+        let keys = keys(&nas, "nas1");
         match step {
             "recorded" => assert_eq!(keys.len(), 1, "{step}: {keys:?}"),
             // The new key exists on the NAS but not in the keyring: it is found by its name.
@@ -125,17 +161,17 @@ fn a_rotation_killed_at_any_step_is_finished_by_a_rerun() {
 
 #[test]
 fn remove_and_reset_revoke_delete_keys_first_and_list_what_failed() {
-    let nas = Nas::start(3);
+    let nas = start(3);
     let w = World::with_keyring();
     for name in ["nas1", "nas2", "nas3"] {
         add_system(&w, &nas, name);
     }
     let out = w.run(&["remove", "nas1", "--revoke"]);
     assert_ok(&out, "remove --revoke");
-    assert!(nas.keys("nas1").is_empty(), "{:?}", nas.keys("nas1"));
+    assert!(keys(&nas, "nas1").is_empty(), "{:?}", keys(&nas, "nas1"));
     assert_eq!(stored(&w, "nas1"), Value::Null);
 
-    nas.set_offline("nas2");
+    nas.set_mode("nas2", "offline");
     let out = w.run(&["reset", "--revoke", "--yes", "--connect-timeout", "2"]);
     assert_code(&out, 1, "reset --revoke with a system offline");
     let err = stderr(&out);
@@ -146,9 +182,9 @@ fn remove_and_reset_revoke_delete_keys_first_and_list_what_failed() {
     );
     assert!(err.contains("stays valid"), "{}", text(&out));
     assert!(!w.vault.exists(), "reset must still remove the keyring");
-    assert!(nas.keys("nas3").is_empty(), "{:?}", nas.keys("nas3"));
+    assert!(keys(&nas, "nas3").is_empty(), "{:?}", keys(&nas, "nas3"));
     assert_eq!(
-        nas.keys("nas2").len(),
+        keys(&nas, "nas2").len(),
         1,
         "the offline system keeps its key"
     );

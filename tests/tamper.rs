@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::double::Nas;
+use common::double::{system, Double, ADMIN};
 use common::*;
 
 /// Opens `copy` with the binary and these extra arguments; returns true if it was refused.
@@ -33,14 +33,28 @@ fn flipping_any_single_byte_is_detected() {
 /// with a rotation in progress (the process was killed after recording it).
 #[test]
 fn flipping_any_byte_of_every_new_field_is_detected_with_the_recovery_code_too() {
-    let nas = Nas::start(1);
+    let nas = Double::start(vec![system("nas1")]);
     let w = World::with_keyring();
     let second = SoftHsm::new(&w.hsm.dir, "second", &w.passphrase_file, true);
     assert_ok(
         &w.run(&["token", "add", "--token", &second.uri]),
         "token add",
     );
-    nas.add_to(&w, "nas1");
+    let (_, key) = nas.create_key("nas1", "made by hand");
+    let key_file = w.write("nas1.key", &format!("{key}\n"));
+    let added = w.run(&[
+        "add",
+        "nas1",
+        "--url",
+        &nas.url("nas1"),
+        "--username",
+        ADMIN,
+        "--api-key-file",
+        key_file.to_str().expect("utf8"),
+        "--tls-fingerprint",
+        &nas.fingerprint("nas1"),
+    ]);
+    assert_ok(&added, "add");
     let crashed = w
         .cmd()
         .env("NASRING_TEST_CRASH_AT", "recorded")
