@@ -172,6 +172,8 @@ fn rotate_one(
         Ok(k.set_rotation(name, Some(pending.clone()))?)
     })?;
     crash_point("recorded");
+    // Limitation: the old key's expiry is not carried over; without --expires-in the new
+    // key never expires.
     let expires =
         expires_in.map(|d| time::OffsetDateTime::now_utc() + time::Duration::days(i64::from(d)));
     let created = block_on(session.create_api_key(&new_key_name, &t.username, expires));

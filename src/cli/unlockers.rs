@@ -64,6 +64,8 @@ fn ask_new_passphrase(
     )
 }
 
+// Limitation: a token marked here keeps "own PIN" even after its PIN is changed to the
+// passphrase with the token's own tool; no command marks it back yet.
 /// After a passphrase change, the tokens whose PIN was the old passphrase keep that PIN:
 /// they are marked as having a PIN of their own, and the user is told. `except` is a token
 /// whose PIN was changed too.
@@ -378,6 +380,7 @@ impl CodeDestination {
     }
 }
 
+// Limitation: the terminal's scrollback keeps the code shown; nasring cannot clear it.
 /// Hands a new recovery code to the user, before the keyring that holds it is saved.
 /// A file is made new (never overwritten) with mode 0600.
 pub fn deliver_recovery_code(

@@ -932,6 +932,9 @@ impl OpenKeyring {
         Ok(self.document.systems.remove(index))
     }
 
+    // Limitation: after another process renewed the keys (rekey, passwd, token remove,
+    // recovery regenerate) the held master key no longer authenticates the file, and this
+    // reports it as altered; the command must be run again.
     /// Takes the keyring as it is on disk now, after other processes may have changed it,
     /// checking it with the master key already held: no token operation, no passphrase.
     /// Fails with [`VaultError::Tampered`] if the file is not this keyring any more.
