@@ -390,12 +390,12 @@ pub fn deliver_recovery_code(
     to: &CodeDestination,
 ) -> Result<(), CliError> {
     match to {
-        CodeDestination::Terminal => ctx.ui.show_secret(&format!(
+        CodeDestination::Terminal => ctx.ui.show_secret(&zeroize::Zeroizing::new(format!(
             "\nRecovery code for keyring \"{keyring}\" (shown this once):\n\n    {}\n\n\
              It opens the keyring without any token or passphrase. Write it down and keep it \
              offline, apart from your tokens.\n",
             code.expose()
-        )),
+        ))),
         CodeDestination::File(path) => write_code_file(path, code),
     }
 }
@@ -413,7 +413,8 @@ fn write_code_file(path: &Path, code: &RecoveryCode) -> Result<(), CliError> {
         .mode(0o600)
         .open(path)
         .map_err(failed)?;
-    file.write_all(format!("{}\n", code.expose()).as_bytes())
+    let line = zeroize::Zeroizing::new(format!("{}\n", code.expose()));
+    file.write_all(line.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(failed)
 }
