@@ -181,6 +181,34 @@ fn each_enrolled_token_opens_and_a_removed_one_does_not() {
 }
 
 #[test]
+fn a_backup_enrolled_without_a_uri_is_used_by_naming_it() {
+    let w = World::with_keyring();
+    let safe = SoftHsm::new(&w.path("safe"), "safe", &w.passphrase_file, true);
+    let pem = export_public_key(&w, &safe, "safe", "safe");
+    let out = w.run(&["token", "add", "--public-key", pem.to_str().expect("utf8")]);
+    assert_ok(&out, "token add --public-key without --uri");
+    assert!(stdout(&out).contains("--use-token"), "{}", text(&out));
+    assert_ok(
+        &w.run(&["unlock", "--offline"]),
+        "the first token is still found",
+    );
+    let named = w
+        .cmd()
+        .env("SOFTHSM2_CONF", safe.conf())
+        .args(["unlock", "--offline", "--use-token", &safe.uri])
+        .output()
+        .expect("run");
+    assert_ok(&named, "the backup, named with --use-token");
+    let unnamed = unlock_with(&w, &safe.conf(), &[]);
+    assert_code(&unnamed, 1, "the backup is not looked for without its URI");
+    assert!(
+        stderr(&unnamed).contains("--use-token"),
+        "{}",
+        text(&unnamed)
+    );
+}
+
+#[test]
 fn a_bad_public_key_file_is_refused() {
     let w = World::with_keyring();
     let junk = w.write(

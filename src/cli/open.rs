@@ -31,7 +31,13 @@ fn choose_token(ctx: &Context, sealed: &Sealed) -> Result<Chosen, CliError> {
     }
     let mut missing = Vec::new();
     let mut other_key = None;
+    let mut failure = None;
     for (unlocker, record) in token_unlockers(sealed) {
+        if record.uri.is_empty() {
+            // Enrolled from its public key without a URI: found only with --use-token.
+            missing.push(format!("{} (with --use-token URI)", record.label));
+            continue;
+        }
         match open_enrolled(record) {
             Ok(Found::Enrolled(tok)) => {
                 return Ok(Chosen {
@@ -45,8 +51,16 @@ fn choose_token(ctx: &Context, sealed: &Sealed) -> Result<Chosen, CliError> {
                 debug!(unlocker = %unlocker.id, error = %e, "enrolled token not usable");
                 missing.push(record.label.clone());
             }
-            Err(e) => return Err(e.into()),
+            // Another token may still be present: look on, and report this only if none is.
+            Err(e) => {
+                debug!(unlocker = %unlocker.id, error = %e, "enrolled token failed");
+                missing.push(record.label.clone());
+                failure.get_or_insert(e);
+            }
         }
+    }
+    if let (None, Some(e)) = (&other_key, failure) {
+        return Err(e.into());
     }
     if let Some(fingerprint) = other_key {
         return Err(VaultError::TokenNotEnrolled {
