@@ -370,6 +370,37 @@ fn passwd_needs_only_the_present_token() {
         .map(|r| r["separate_pin"].clone())
         .collect();
     assert_eq!(pins, [Value::Bool(false), Value::Null, Value::Bool(true)]);
+
+    // Forgotten passphrase: the recovery code sets a new one without the old.
+    let third = w.write("third-passphrase", "quartz-meadow-falcon-18-gently\n");
+    let reset = w
+        .cmd()
+        .env("SOFTHSM2_CONF", &none)
+        .args(["passwd", "--recovery-code-file", code.to_str().expect("p")])
+        .arg("--new-passphrase-file")
+        .arg(&third)
+        .output()
+        .expect("run");
+    assert_ok(&reset, "passwd with the recovery code");
+    let with_third = w
+        .cmd()
+        .env("NASRING_PASSPHRASE_FILE", &third)
+        .env("NASRING_PIN_FILE", &new)
+        .args(["unlock", "--offline"])
+        .output()
+        .expect("run");
+    assert_ok(
+        &with_third,
+        "third passphrase, the token's PIN (the second) asked apart",
+    );
+    let old = w
+        .cmd()
+        .env("NASRING_PASSPHRASE_FILE", &new)
+        .env("NASRING_PIN_FILE", &new)
+        .args(["unlock", "--offline"])
+        .output()
+        .expect("run");
+    assert_code(&old, 3, "the second passphrase after it was replaced");
 }
 
 #[test]

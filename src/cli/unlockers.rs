@@ -449,6 +449,9 @@ pub fn recovery_regenerate(ctx: &mut Context, args: NewRecoveryCodeFile) -> Resu
 }
 
 pub fn passwd(ctx: &mut Context, args: PasswdArgs) -> Result<(), CliError> {
+    if ctx.secrets.wants_recovery() {
+        return passwd_after_recovery(ctx, args);
+    }
     let mut opened = open_with_token(ctx)?;
     let name = opened.keyring.name().to_string();
     let new = ask_new_passphrase(
@@ -497,6 +500,26 @@ pub fn passwd(ctx: &mut Context, args: PasswdArgs) -> Result<(), CliError> {
         "Changed the passphrase and made a new master key; copies of the keyring made before \
          still open with the old passphrase, but hold only what they held then.",
     )
+}
+
+/// `passwd` with the recovery code: the old passphrase is not needed, the new one is set.
+fn passwd_after_recovery(ctx: &mut Context, args: PasswdArgs) -> Result<(), CliError> {
+    let mut keyring = open_keyring(ctx)?;
+    let name = keyring.name().to_string();
+    let new = ask_new_passphrase(
+        ctx,
+        NewPassphraseFrom::File(args.new_passphrase_file.as_deref()),
+        args.accept_weak_passphrase,
+        &name,
+    )?;
+    let lock = relock(ctx, &mut keyring)?;
+    apply_new_passphrase(ctx, &mut keyring, &new)?;
+    keyring.save(&ctx.vault, &lock)?;
+    drop(lock);
+    if ctx.json {
+        return output::json(&serde_json::json!({"passphrase_changed": true}));
+    }
+    output::say("Set the passphrase and made a new master key.")
 }
 
 pub fn rekey(ctx: &mut Context) -> Result<(), CliError> {
