@@ -78,6 +78,7 @@ fn setup() -> Bench {
         "--token",
         uri.trim(),
         "--generate-key",
+        "--no-recovery-code",
     ]);
     let fp = format!("sha256:{}", "ab".repeat(32));
     let key_file = bench.path("key");

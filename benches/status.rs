@@ -65,6 +65,7 @@ fn keyring(dir: &Path) {
             "--token",
             uri.trim(),
             "--generate-key",
+            "--no-recovery-code",
         ]),
         "nasring init",
     );

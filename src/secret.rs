@@ -113,6 +113,21 @@ key_secret!(
     /// The shared secret of a key agreement with a token.
     SharedSecret
 );
+key_secret!(
+    /// The random key that the passphrase unmasks and every token unlocker mixes in: what
+    /// makes the passphrase a factor without tying it to each token's wrapping.
+    PassphraseKey
+);
+
+impl PassphraseKey {
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+        let key = Self(bytes);
+        bytes.zeroize();
+        key
+    }
+}
 
 impl MasterKey {
     pub fn generate() -> Self {

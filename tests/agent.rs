@@ -664,3 +664,33 @@ fn get_prints_to_a_terminal_only_with_force() {
     assert_ok(&forced, "get --force to a terminal");
     assert!(stdout(&forced).contains(API_KEY), "{}", text(&forced));
 }
+
+#[test]
+fn a_new_master_key_ends_the_agent_that_holds_the_old_one() {
+    let mut a = Agented::new();
+    a.add_offline("nas1", API_KEY);
+    for renewal in [
+        &["rekey"][..],
+        &["recovery", "regenerate", "--save-recovery-code"][..],
+    ] {
+        let pid = a.unlock(&[]);
+        let mut args = renewal.to_vec();
+        let code_file = a.w.path("new-code");
+        let _ = std::fs::remove_file(&code_file);
+        if args.len() > 1 {
+            args.push(code_file.to_str().expect("utf8"));
+        }
+        let out = a.run(&args);
+        assert_ok(&out, renewal[0]);
+        assert!(
+            stderr(&out).contains("held the old master key and has ended"),
+            "{}",
+            text(&out)
+        );
+        assert_access_ended(&a, pid);
+        // Unlocking again serves the keys under the new master key.
+        let out = a.run(&["get", "nas1"]);
+        assert_ok(&out, "get after the renewal");
+        assert!(stdout(&out).contains(api_secret(API_KEY)));
+    }
+}

@@ -5,15 +5,18 @@
 //! can check itself against both. This test recomputes each value with nasring's code,
 //! rebuilds the file byte for byte, and opens it.
 //!
-//! To write the files afresh after a deliberate format change (which also needs a new
-//! format version): `NASRING_BLESS_VECTORS=1 cargo test --test format_vectors`.
+//! To write the files afresh after a deliberate format change (which, once a version has
+//! been released, also needs a new format version):
+//! `NASRING_BLESS_VECTORS=1 cargo test --test format_vectors`.
 
 mod common;
 
 use common::soft_token::SoftToken;
-use nasring::secret::{MasterKey, Passphrase, SharedSecret};
+use nasring::secret::{MasterKey, Passphrase, RecoveryCode, SharedSecret};
 use nasring::vault::crypto::{self, KdfCost};
-use nasring::vault::format::{self, Document, KdfRecord, SystemEntry, TokenRecord, Unlocker};
+use nasring::vault::format::{
+    self, Document, KdfRecord, PendingRotation, SystemEntry, TokenRecord, Unlocker,
+};
 use nasring::vault::{entry_aad, unlocker_aad, Sealed};
 use p256::SecretKey;
 use serde_json::{json, Value};
@@ -37,6 +40,11 @@ fn compute() -> (Value, Vec<u8>) {
     let token = SecretKey::from_slice(&bytes(0x01, 32)).expect("token key");
     let ephemeral = SecretKey::from_slice(&bytes(0x21, 32)).expect("ephemeral key");
     let master = MasterKey::from_slice(&bytes(0x41, 32)).expect("master");
+    let passphrase_key: [u8; 32] = bytes(0x81, 32).try_into().expect("passphrase key");
+    let recovery_id = "5eed5eed";
+    let recovery_bytes: [u8; 20] = bytes(0x91, 20).try_into().expect("code bytes");
+    let recovery_ephemeral = SecretKey::from_slice(&bytes(0xb1, 32)).expect("ephemeral key");
+    let recovery_nonce: [u8; 12] = bytes(0xc1, 12).try_into().expect("nonce");
     let unlocker_nonce: [u8; 12] = bytes(0x61, 12).try_into().expect("nonce");
     let entry_nonce: [u8; 12] = bytes(0x71, 12).try_into().expect("nonce");
     let cost = KdfCost {
@@ -52,16 +60,32 @@ fn compute() -> (Value, Vec<u8>) {
         token.public_key().as_affine(),
     );
     let shared = SharedSecret::from_bytes((*shared.raw_secret_bytes()).into());
+    let masked = crypto::mask_passphrase_key(&keyring_id, &stretched, &passphrase_key);
+    let unmasked = crypto::mask_passphrase_key(&keyring_id, &stretched, masked.expose());
     let kek = crypto::token_wrapping_key(
         &keyring_id,
         unlocker_id,
         &shared,
-        &stretched,
+        &unmasked,
         &ephemeral.public_key(),
         &token.public_key(),
     );
     let u_aad = unlocker_aad(&keyring_id, unlocker_id);
     let wrapped = crypto::seal_with_nonce(&kek, &unlocker_nonce, master.expose(), &u_aad);
+
+    let recovery_code = crypto::recovery_code_from_bytes(&recovery_bytes);
+    let recovery_key = crypto::recovery_secret_key(&keyring_id, &recovery_bytes);
+    let recovery_shared = crypto::agree_software(&recovery_ephemeral, &recovery_key.public_key());
+    let recovery_kek = crypto::recovery_wrapping_key(
+        &keyring_id,
+        recovery_id,
+        &recovery_shared,
+        &recovery_ephemeral.public_key(),
+        &recovery_key.public_key(),
+    );
+    let r_aad = unlocker_aad(&keyring_id, recovery_id);
+    let recovery_wrapped =
+        crypto::seal_with_nonce(&recovery_kek, &recovery_nonce, master.expose(), &r_aad);
     let mac_key = crypto::document_mac_key(&keyring_id, &master);
     let entry_key = crypto::entry_key(&keyring_id, &master);
 
@@ -74,6 +98,11 @@ fn compute() -> (Value, Vec<u8>) {
         api_key_id: Some(7),
         api_key_name: Some("nasring lab@host".into()),
         api_key_expires_at: None,
+        rotation: Some(PendingRotation {
+            new_key_name: "nasring vectors rotation 0a0b0c".into(),
+            old_key_id: Some(6),
+            started_at: "2026-01-01T00:00:00Z".into(),
+        }),
         created_at: "2026-01-01T00:00:00Z".into(),
         updated_at: "2026-01-01T00:00:00Z".into(),
         nonce: format::b64(&entry_nonce),
@@ -95,24 +124,44 @@ fn compute() -> (Value, Vec<u8>) {
             parallelism: cost.parallelism,
             salt: format::b64(&salt),
         },
-        unlockers: vec![Unlocker {
-            id: unlocker_id.into(),
-            kind: "token".into(),
-            added_at: "2026-01-01T00:00:00Z".into(),
-            token: TokenRecord {
-                backend: "pkcs11".into(),
-                uri: "pkcs11:token=vector".into(),
-                label: "vector".into(),
-                serial: None,
-                public_key: format::b64(p256::EncodedPoint::from(token.public_key()).as_bytes()),
-                separate_pin: false,
+        masked_passphrase_key: format::b64(masked.expose()),
+        unlockers: vec![
+            Unlocker {
+                id: unlocker_id.into(),
+                kind: "token".into(),
+                added_at: "2026-01-01T00:00:00Z".into(),
+                recovery_public_key: None,
+                token: Some(TokenRecord {
+                    backend: "pkcs11".into(),
+                    uri: "pkcs11:token=vector".into(),
+                    label: "vector".into(),
+                    serial: None,
+                    public_key: format::b64(
+                        p256::EncodedPoint::from(token.public_key()).as_bytes(),
+                    ),
+                    separate_pin: false,
+                }),
+                ephemeral_public_key: format::b64(
+                    p256::EncodedPoint::from(ephemeral.public_key()).as_bytes(),
+                ),
+                nonce: format::b64(&unlocker_nonce),
+                wrapped_master_key: format::b64(&wrapped),
             },
-            ephemeral_public_key: format::b64(
-                p256::EncodedPoint::from(ephemeral.public_key()).as_bytes(),
-            ),
-            nonce: format::b64(&unlocker_nonce),
-            wrapped_master_key: format::b64(&wrapped),
-        }],
+            Unlocker {
+                id: recovery_id.into(),
+                kind: "recovery".into(),
+                added_at: "2026-01-01T00:00:00Z".into(),
+                token: None,
+                recovery_public_key: Some(format::b64(
+                    p256::EncodedPoint::from(recovery_key.public_key()).as_bytes(),
+                )),
+                ephemeral_public_key: format::b64(
+                    p256::EncodedPoint::from(recovery_ephemeral.public_key()).as_bytes(),
+                ),
+                nonce: format::b64(&recovery_nonce),
+                wrapped_master_key: format::b64(&recovery_wrapped),
+            },
+        ],
         systems: vec![entry],
     };
     let signed = format::signed_bytes(&document).expect("encode");
@@ -125,6 +174,8 @@ fn compute() -> (Value, Vec<u8>) {
         "argon2id": {"memory_kib": cost.memory_kib, "iterations": cost.iterations,
                      "parallelism": cost.parallelism, "salt_hex": hex::encode(&salt)},
         "stretched_passphrase_hex": hex::encode(stretched.expose()),
+        "passphrase_key_hex": hex::encode(passphrase_key),
+        "masked_passphrase_key_hex": hex::encode(masked.expose()),
         "keyring_id_hex": hex::encode(&keyring_id),
         "unlocker_id": unlocker_id,
         "token_private_key_hex": hex::encode(token.to_bytes()),
@@ -137,6 +188,18 @@ fn compute() -> (Value, Vec<u8>) {
         "unlocker_nonce_hex": hex::encode(unlocker_nonce),
         "unlocker_aad_hex": hex::encode(&u_aad),
         "wrapped_master_key_hex": hex::encode(&wrapped),
+        "recovery_unlocker_id": recovery_id,
+        "recovery_code": recovery_code.expose(),
+        "recovery_code_bytes_hex": hex::encode(recovery_bytes),
+        "recovery_private_key_hex": hex::encode(recovery_key.to_bytes()),
+        "recovery_public_key_hex": point_hex(&recovery_key.public_key()),
+        "recovery_ephemeral_private_key_hex": hex::encode(recovery_ephemeral.to_bytes()),
+        "recovery_ephemeral_public_key_hex": point_hex(&recovery_ephemeral.public_key()),
+        "recovery_shared_secret_hex": hex::encode(recovery_shared.expose()),
+        "recovery_wrapping_key_hex": hex::encode(recovery_kek.expose()),
+        "recovery_nonce_hex": hex::encode(recovery_nonce),
+        "recovery_unlocker_aad_hex": hex::encode(&r_aad),
+        "recovery_wrapped_master_key_hex": hex::encode(&recovery_wrapped),
         "document_mac_key_hex": hex::encode(mac_key.expose()),
         "entry_key_hex": hex::encode(entry_key.expose()),
         "entry_nonce_hex": hex::encode(entry_nonce),
@@ -194,5 +257,28 @@ fn the_vector_file_opens_with_its_token_and_passphrase() {
     assert!(matches!(
         wrong,
         Err(nasring::vault::VaultError::WrongPassphraseOrToken)
+    ));
+}
+
+#[test]
+fn the_vector_file_opens_with_its_recovery_code_alone() {
+    let file = std::fs::read(vector_dir().join("vault-v1.nasring")).expect("read file");
+    let stored: Value =
+        serde_json::from_slice(&std::fs::read(vector_dir().join("vault-v1.json")).expect("read"))
+            .expect("parse");
+    let code = stored["recovery_code"].as_str().expect("code");
+    let keyring = Sealed::parse(&file)
+        .expect("parse")
+        .open_with_recovery_code(&RecoveryCode::new(code.to_lowercase().replace('-', "")))
+        .expect("open with the recovery code");
+    assert_eq!(keyring.api_key("nas1").expect("key").expose(), API_KEY);
+    let mut other = code.to_string();
+    other.replace_range(0..1, if other.starts_with('A') { "B" } else { "A" });
+    let wrong = Sealed::parse(&file)
+        .expect("parse")
+        .open_with_recovery_code(&RecoveryCode::new(other));
+    assert!(matches!(
+        wrong,
+        Err(nasring::vault::VaultError::WrongRecoveryCode { .. })
     ));
 }

@@ -47,6 +47,7 @@ fn round_trip_init_add_list_unlock_remove_reset() {
     // Afterwards init starts afresh, with the key already on the token.
     let again = w.run(&[
         "init",
+        "--no-recovery-code",
         "--name",
         "lab2",
         "--token",
@@ -110,6 +111,7 @@ fn weak_passphrase_is_refused_unless_accepted() {
         .env("NASRING_PASSPHRASE_FILE", &weak)
         .args([
             "init",
+            "--no-recovery-code",
             "--name",
             "lab",
             "--token",
@@ -152,6 +154,7 @@ fn a_different_token_or_key_is_refused() {
         .env("SOFTHSM2_CONF", twin.conf())
         .args([
             "init",
+            "--no-recovery-code",
             "--name",
             "twin",
             "--token",
@@ -231,6 +234,7 @@ fn separate_pin_needs_both_right() {
         &pin,
         &[
             "init",
+            "--no-recovery-code",
             "--name",
             "lab",
             "--token",
@@ -348,16 +352,19 @@ fn info_states_the_policy_and_the_token() {
     assert_eq!(info["name"], "lab");
     assert_eq!(info["systems"], 0);
     let unlockers = info["unlockers"].as_array().expect("unlockers");
-    assert_eq!(unlockers.len(), 1);
+    assert_eq!(unlockers.len(), 2);
     assert_eq!(unlockers[0]["backend"], "pkcs11");
     assert!(unlockers[0]["fingerprint"]
         .as_str()
         .expect("fp")
         .starts_with("sha256:"));
-    assert!(info["policy"]
-        .as_str()
-        .expect("policy")
-        .contains("passphrase and the token"));
+    assert_eq!(unlockers[1]["kind"], "recovery");
+    let policy = info["policy"].as_str().expect("policy");
+    assert!(
+        policy.contains("passphrase and the token")
+            && policy.ends_with("or the recovery code alone"),
+        "{policy}"
+    );
 }
 
 #[test]
@@ -480,6 +487,7 @@ fn an_extractable_key_gets_a_warning_and_a_missing_key_or_module_a_remedy() {
             &uri,
             "--kdf-memory-mib",
             "8",
+            "--no-recovery-code",
         ])
     };
 

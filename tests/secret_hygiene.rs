@@ -17,6 +17,8 @@ fn no_secret_in_output_errors_or_trace_logs() {
     );
     let wrong = w.write("wrong", "not-the-passphrase-at-all-42\n");
     let fp = format!("sha256:{}", "ef".repeat(32));
+    let code_file = w.path("recovery-code");
+    let new_code_file = w.path("recovery-code-2");
     let runs: Vec<(Vec<&str>, Option<&std::path::Path>)> = vec![
         (
             vec![
@@ -29,6 +31,8 @@ fn no_secret_in_output_errors_or_trace_logs() {
                 "--separate-pin",
                 "--kdf-memory-mib",
                 "8",
+                "--save-recovery-code",
+                code_file.to_str().expect("p"),
             ],
             None,
         ),
@@ -53,6 +57,26 @@ fn no_secret_in_output_errors_or_trace_logs() {
         (vec!["unlock", "--offline"], Some(&wrong)),
         (vec!["list", "--json"], None),
         (vec!["info"], None),
+        (vec!["token", "list"], None),
+        (vec!["rekey"], None),
+        (
+            vec![
+                "unlock",
+                "--offline",
+                "--recovery-code-file",
+                code_file.to_str().expect("p"),
+            ],
+            None,
+        ),
+        (
+            vec![
+                "recovery",
+                "regenerate",
+                "--save-recovery-code",
+                new_code_file.to_str().expect("p"),
+            ],
+            None,
+        ),
         (vec!["remove", "nas1"], None),
         (vec!["reset", "--yes"], None),
     ];
@@ -77,7 +101,15 @@ fn no_secret_in_output_errors_or_trace_logs() {
         "trace logging produced nothing"
     );
     let api_secret = API_KEY.split_once('-').expect("key").1;
+    let code = std::fs::read_to_string(&code_file).expect("recovery code");
+    let new_code = std::fs::read_to_string(&new_code_file).expect("new recovery code");
+    let code_bare = code.trim().replace('-', "");
+    let new_code_bare = new_code.trim().replace('-', "");
     for secret in [
+        code.trim(),
+        &code_bare,
+        new_code.trim(),
+        &new_code_bare,
         PASSPHRASE,
         pin,
         api_secret,

@@ -1,16 +1,19 @@
 //! Any change to a keyring file is detected when it is opened: every single byte is
-//! flipped in turn, and the real binary must refuse each copy without writing anything.
+//! flipped in turn, and the real binary must refuse each copy without writing anything,
+//! whether it is opened with a token and the passphrase or with the recovery code.
 
 mod common;
 
+use common::double::{system, Double, ADMIN};
 use common::*;
 
-/// Opens `copy` with the binary; returns true if it was refused.
-fn refused(w: &World, copy: &std::path::Path) -> bool {
+/// Opens `copy` with the binary and these extra arguments; returns true if it was refused.
+fn refused_with(w: &World, copy: &std::path::Path, extra: &[&str]) -> bool {
     let out = w
         .cmd()
         .env("NASRING_VAULT", copy)
         .args(["unlock", "--offline", "--json"])
+        .args(extra)
         .output()
         .expect("run nasring");
     let leaked = String::from_utf8_lossy(&out.stdout).contains(API_KEY)
@@ -23,21 +26,75 @@ fn refused(w: &World, copy: &std::path::Path) -> bool {
 fn flipping_any_single_byte_is_detected() {
     let w = World::with_keyring();
     w.add_ok("nas1", API_KEY);
+    flip_every_byte(&w, &[]);
+}
+
+/// Every field: two tokens, the recovery code, the masked passphrase key, and a system
+/// with a rotation in progress (the process was killed after recording it).
+#[test]
+fn flipping_any_byte_of_every_new_field_is_detected_with_the_recovery_code_too() {
+    let nas = Double::start(vec![system("nas1")]);
+    let w = World::with_keyring();
+    let second = SoftHsm::new(&w.hsm.dir, "second", &w.passphrase_file, true);
+    assert_ok(
+        &w.run(&["token", "add", "--token", &second.uri]),
+        "token add",
+    );
+    let (_, key) = nas.create_key("nas1", "made by hand");
+    let key_file = w.write("nas1.key", &format!("{key}\n"));
+    let added = w.run(&[
+        "add",
+        "nas1",
+        "--url",
+        &nas.url("nas1"),
+        "--username",
+        ADMIN,
+        "--api-key-file",
+        key_file.to_str().expect("utf8"),
+        "--tls-fingerprint",
+        &nas.fingerprint("nas1"),
+    ]);
+    assert_ok(&added, "add");
+    let crashed = w
+        .cmd()
+        .env("NASRING_TEST_CRASH_AT", "recorded")
+        .args(["rotate", "nas1"])
+        .output()
+        .expect("run");
+    assert_eq!(crashed.status.code(), None, "{}", text(&crashed));
+    let doc = std::fs::read_to_string(&w.vault).expect("vault");
+    for field in [
+        "\"rotation\":{",
+        "\"kind\":\"recovery\"",
+        "masked_passphrase_key",
+        "second",
+    ] {
+        assert!(doc.contains(field), "{field} missing from {doc}");
+    }
+    let code = w.recovery_code_file();
+    flip_every_byte(&w, &["--recovery-code-file", code.to_str().expect("utf8")]);
+    flip_every_byte(&w, &["--use-token", &second.uri]);
+}
+
+fn flip_every_byte(w: &World, extra: &[&str]) {
     let original = std::fs::read(&w.vault).expect("vault");
-    assert!(!refused(&w, &w.vault), "the untouched keyring must open");
+    assert!(
+        !refused_with(w, &w.vault, extra),
+        "the untouched keyring must open"
+    );
 
     let positions: Vec<usize> = (0..original.len()).collect();
     let failures = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for (t, chunk) in positions.chunks(original.len().div_ceil(2)).enumerate() {
-            let (w, original, failures) = (&w, &original, &failures);
+            let (original, failures) = (&original, &failures);
             scope.spawn(move || {
                 let copy = w.path(&format!("copy{t}.nasring"));
                 for &i in chunk {
                     let mut flipped = original.clone();
                     flipped[i] ^= 0x01;
                     std::fs::write(&copy, &flipped).expect("write copy");
-                    if !refused(w, &copy) {
+                    if !refused_with(w, &copy, extra) {
                         failures.lock().expect("lock").push(i);
                     }
                     assert_eq!(

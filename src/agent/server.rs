@@ -354,8 +354,8 @@ impl Agent {
         let at = |t: Instant| stamp(wall + t.saturating_duration_since(now));
         let status = AgentStatus {
             pid: std::process::id(),
-            keyring: self
-                .open()
+            keyring: keyring
+                .as_ref()
                 .map(|k| k.name().to_string())
                 .unwrap_or_default(),
             vault: self.handoff.vault.display().to_string(),

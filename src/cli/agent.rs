@@ -122,6 +122,17 @@ pub fn unlock(ctx: &mut Context, args: &UnlockArgs) -> Result<Vec<UnlockedSystem
             }
         }
     }
+    // The recovery code stands in for every lost token: there is no token for an agent to
+    // watch, and the way forward is to enrol a new one, so no agent is left behind.
+    if ctx.secrets.wants_recovery() {
+        let keyring = open_keyring(ctx)?;
+        let systems = from_keyring(&keyring, Want::All)?;
+        log_event(
+            ctx,
+            self_event("unlock", "unlock").detail("recovery code; no agent"),
+        );
+        return Ok(systems);
+    }
     let (keyring, token_uri) = open_keyring_with_token(ctx)?;
     let systems = from_keyring(&keyring, Want::All)?;
     let mut event = self_event("unlock", "unlock");
@@ -176,6 +187,17 @@ fn words(d: Duration) -> String {
 }
 
 /// `lock`: ends the agent and waits until it has gone.
+/// After a new master key was saved: an agent still holds the old one, which no longer
+/// authenticates the file, so it is ended rather than left to report the file as altered.
+/// Asks nothing that reads the keyring, since the caller may still hold its lock.
+pub fn end_after_renewal(ctx: &mut Context) {
+    let Ok(Some(client)) = find(ctx) else { return };
+    ctx.ui.notice(match client.lock() {
+        Ok(true) => "The agent held the old master key and has ended: run nasring unlock again.",
+        _ => "Warning: an agent may still hold the old master key: run nasring lock.",
+    });
+}
+
 pub fn lock(ctx: &mut Context) -> Result<(), CliError> {
     let client = find(ctx)?;
     let status = match &client {

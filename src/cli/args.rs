@@ -45,6 +45,12 @@ pub struct GlobalArgs {
     /// Use this token instead of the enrolled one found first (pkcs11:… or piv:…)
     #[arg(long = "use-token", global = true, value_name = "URI")]
     pub use_token: Option<String>,
+    /// Open the keyring with the recovery code in FILE instead of a token and passphrase
+    #[arg(long, global = true, value_name = "FILE", conflicts_with = "use_token")]
+    pub recovery_code_file: Option<PathBuf>,
+    /// Open the keyring with the recovery code, asked, instead of a token and passphrase
+    #[arg(long, global = true, conflicts_with_all = ["use_token", "recovery_code_file"])]
+    pub recovery_code: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,6 +94,18 @@ pub enum Command {
     Reset(ResetArgs),
     /// Show the keyring: name, unlockers, unlock policy, number of systems
     Info,
+    /// Enrol, list and remove the tokens that open the keyring
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Replace the recovery code
+    #[command(subcommand)]
+    Recovery(RecoveryCommand),
+    /// Change the passphrase (no token but the one that opens is needed)
+    Passwd(PasswdArgs),
+    /// Make a new master key and encrypt everything again under it
+    Rekey,
+    /// Replace the API key of one system, or of all, with a new one made on the NAS
+    Rotate(RotateArgs),
     /// Print shell completions
     Completions(CompletionsArgs),
     /// Write the man pages
@@ -117,6 +135,103 @@ pub struct InitArgs {
     /// Argon2id passes
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub kdf_iterations: u32,
+    #[command(flatten)]
+    pub recovery: NewRecoveryCodeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct NewRecoveryCodeArgs {
+    /// Make no recovery code: losing every token then means losing the keyring
+    #[arg(long, conflicts_with = "save_recovery_code")]
+    pub no_recovery_code: bool,
+    /// Write the new recovery code to FILE (created with mode 0600) instead of showing it on
+    /// the terminal
+    #[arg(long, value_name = "FILE")]
+    pub save_recovery_code: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Enrol another token: present (--token) or from its public key alone (--public-key)
+    Add(TokenAddArgs),
+    /// Show the tokens and the recovery code that open the keyring
+    List,
+    /// Remove a token (or the recovery code) by its id; the last token cannot be removed
+    Remove(TokenRemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenAddArgs {
+    /// The token to enrol, present now (pkcs11:… or piv:…)
+    #[arg(long, value_name = "URI", required_unless_present = "public_key")]
+    pub token: Option<String>,
+    /// Enrol a token that is not present from its P-256 public key: a PEM or DER
+    /// SubjectPublicKeyInfo, or a raw 65-byte SEC1 point
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["token", "generate_key"])]
+    pub public_key: Option<PathBuf>,
+    /// With --public-key: the token's URI, to find it when it is plugged in (pkcs11:… or piv:…)
+    #[arg(long, value_name = "URI", requires = "public_key")]
+    pub uri: Option<String>,
+    /// A name for the token, shown by token list
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Make a new P-256 key on the token (sensitive, not extractable, derive only)
+    #[arg(long)]
+    pub generate_key: bool,
+    /// The token has its own PIN (not the passphrase)
+    #[arg(long)]
+    pub separate_pin: bool,
+    /// When a new passphrase is set (after opening with the recovery code): accept a weak one
+    #[arg(long)]
+    pub accept_weak_passphrase: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenRemoveArgs {
+    /// The unlocker's id, as token list shows it
+    pub id: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecoveryCommand {
+    /// Make a new recovery code; the old one stops opening the keyring
+    Regenerate(NewRecoveryCodeFile),
+}
+
+#[derive(Debug, Args)]
+pub struct NewRecoveryCodeFile {
+    /// Write the new recovery code to FILE (created with mode 0600) instead of showing it on
+    /// the terminal
+    #[arg(long, value_name = "FILE")]
+    pub save_recovery_code: Option<PathBuf>,
+    /// When a new passphrase is set (after opening with the recovery code): accept a weak one
+    #[arg(long)]
+    pub accept_weak_passphrase: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PasswdArgs {
+    /// Read the new passphrase from the first line of FILE instead of asking
+    #[arg(long, value_name = "FILE")]
+    pub new_passphrase_file: Option<PathBuf>,
+    /// Accept a new passphrase that the strength estimate calls weak
+    #[arg(long)]
+    pub accept_weak_passphrase: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// The system whose key to replace
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub name: Option<String>,
+    /// Replace the keys of every system
+    #[arg(long)]
+    pub all: bool,
+    /// Make the new API keys expire after DAYS days
+    #[arg(long, value_name = "DAYS")]
+    pub expires_in: Option<u32>,
+    #[command(flatten)]
+    pub net: NetArgs,
 }
 
 #[derive(Debug, Args)]
@@ -282,6 +397,11 @@ pub struct ImportArgs {
 #[derive(Debug, Args)]
 pub struct RemoveArgs {
     pub name: String,
+    /// Delete the API key on the NAS before forgetting it
+    #[arg(long)]
+    pub revoke: bool,
+    #[command(flatten)]
+    pub net: NetArgs,
 }
 
 #[derive(Debug, Args)]
@@ -315,6 +435,11 @@ pub struct ResetArgs {
     /// Do not ask for the keyring name
     #[arg(long)]
     pub yes: bool,
+    /// Open the keyring and delete every API key on its NAS before removing it
+    #[arg(long)]
+    pub revoke: bool,
+    #[command(flatten)]
+    pub net: NetArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

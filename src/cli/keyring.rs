@@ -5,6 +5,7 @@ use serde::Serialize;
 use super::args::{InitArgs, ResetArgs};
 use super::output;
 use super::prompt::NewPassphrasePolicy;
+use super::unlockers::{deliver_recovery_code, discard_code_file, CodeDestination};
 use super::{status_cache_path, CliError, Context};
 use crate::secret::{Passphrase, Pin};
 use crate::token::{self, KeygenOptions, Token, TokenUri};
@@ -17,6 +18,7 @@ pub fn init(ctx: &mut Context, args: InitArgs) -> Result<(), CliError> {
     if ctx.vault.path().exists() {
         ctx.vault.lock_for_create()?;
     }
+    check_code_destination(ctx, &args)?;
     let uri = TokenUri::parse(&args.token)?;
     let mut tok = token::open(&uri)?;
     let passphrase = ctx.secrets.new_passphrase(
@@ -41,8 +43,38 @@ pub fn init(ctx: &mut Context, args: InitArgs) -> Result<(), CliError> {
     };
     let lock = ctx.vault.lock_for_create()?;
     let mut keyring = OpenKeyring::create(&args.name, &passphrase, cost, &enrolment)?;
-    keyring.save(&ctx.vault, &lock)?;
+    let code_to = if args.recovery.no_recovery_code {
+        None
+    } else {
+        let to = CodeDestination::from_arg(args.recovery.save_recovery_code.as_deref());
+        let code = keyring.new_recovery_code();
+        deliver_recovery_code(ctx, keyring.name(), &code, &to)?;
+        Some(to)
+    };
+    if let Err(e) = keyring.save(&ctx.vault, &lock) {
+        if let Some(to) = &code_to {
+            discard_code_file(to);
+        }
+        return Err(e.into());
+    }
     report_created(ctx, &keyring, &enrolment)
+}
+
+/// Refuses, before the token is touched, an init whose recovery code could not be shown.
+fn check_code_destination(ctx: &mut Context, args: &InitArgs) -> Result<(), CliError> {
+    if args.recovery.no_recovery_code {
+        return Ok(());
+    }
+    match &args.recovery.save_recovery_code {
+        Some(path) if path.exists() => Err(CliError::Usage(format!(
+            "{} exists already; name a new file for the recovery code",
+            path.display()
+        ))),
+        Some(_) => Ok(()),
+        None => ctx
+            .ui
+            .show_secret("nasring makes a recovery code for this keyring and shows it once below."),
+    }
 }
 
 fn kdf_cost(args: &InitArgs) -> Result<KdfCost, CliError> {
@@ -93,7 +125,7 @@ fn token_key(
 
 /// Checks that the token really holds the private half of `key` and can do key agreement,
 /// before anything is written.
-fn prove_agreement(tok: &mut dyn Token, key: &p256::PublicKey) -> Result<(), CliError> {
+pub(super) fn prove_agreement(tok: &mut dyn Token, key: &p256::PublicKey) -> Result<(), CliError> {
     let (expected, ephemeral) = crypto::enrol_ephemeral(key);
     let got = tok.agree(&ephemeral)?;
     if got.expose() == expected.expose() {
@@ -165,21 +197,26 @@ struct InfoView {
 fn unlocker_views(doc: &Document) -> Vec<UnlockerView> {
     doc.unlockers
         .iter()
-        .map(|u| UnlockerView {
-            id: u.id.clone(),
-            kind: u.kind.clone(),
-            backend: u.token.backend.clone(),
-            token: u.token.label.clone(),
-            uri: u.token.uri.clone(),
-            serial: u.token.serial.clone(),
-            fingerprint: fingerprint_of(&u.token.public_key),
-            separate_pin: u.token.separate_pin,
-            added_at: u.added_at.clone(),
+        .map(|u| {
+            let t = u.token.as_ref();
+            UnlockerView {
+                id: u.id.clone(),
+                kind: u.kind.clone(),
+                backend: t.map(|t| t.backend.clone()).unwrap_or_default(),
+                token: u.label().to_string(),
+                uri: t.map(|t| t.uri.clone()).unwrap_or_default(),
+                serial: t.and_then(|t| t.serial.clone()),
+                fingerprint: t
+                    .map(|t| fingerprint_of(&t.public_key))
+                    .unwrap_or_else(|| "-".into()),
+                separate_pin: t.is_some_and(|t| t.separate_pin),
+                added_at: u.added_at.clone(),
+            }
         })
         .collect()
 }
 
-fn fingerprint_of(encoded: &str) -> String {
+pub(super) fn fingerprint_of(encoded: &str) -> String {
     crate::vault::format::unb64("public key", encoded)
         .ok()
         .and_then(|raw| p256::PublicKey::from_sec1_bytes(&raw).ok())
@@ -192,15 +229,20 @@ pub fn policy_words(doc: &Document) -> String {
     let tokens: Vec<&str> = doc
         .unlockers
         .iter()
-        .map(|u| u.token.label.as_str())
+        .filter_map(|u| u.token.as_ref().map(|t| t.label.as_str()))
         .collect();
-    match tokens.as_slice() {
+    let with_tokens = match tokens.as_slice() {
         [one] => format!("the passphrase and the token {one}"),
         many => format!(
             "the passphrase and any one of {} tokens ({})",
             many.len(),
             many.join(", ")
         ),
+    };
+    if doc.unlockers.iter().any(|u| u.kind == "recovery") {
+        format!("{with_tokens}, or the recovery code alone")
+    } else {
+        format!("{with_tokens}; there is no recovery code")
     }
 }
 
@@ -240,6 +282,10 @@ fn print_info(view: &InfoView) -> Result<(), CliError> {
         view.name, view.path, view.created_at, view.updated_at, view.systems, view.policy, view.kdf
     );
     for u in &view.unlockers {
+        if u.kind == "recovery" {
+            text.push_str(&format!("  {}  the recovery code\n", u.id));
+            continue;
+        }
         text.push_str(&format!(
             "  {}  {} {}  {}{}\n      {}\n",
             u.id,
@@ -345,13 +391,17 @@ pub fn reset(ctx: &mut Context, args: ResetArgs) -> Result<(), CliError> {
     let doc = sealed.document();
     let names: Vec<&str> = doc.systems.iter().map(|s| s.name.as_str()).collect();
     let warning = format!(
-        "This removes keyring \"{}\" ({}) and the stored API keys of {} system(s){}{}.\n\
-         The keys stay valid on the NAS systems until you delete them there.",
+        "This removes keyring \"{}\" ({}) and the stored API keys of {} system(s){}{}.\n{}",
         doc.name,
         ctx.vault.path().display(),
         names.len(),
         if names.is_empty() { "" } else { ": " },
-        names.join(", ")
+        names.join(", "),
+        if args.revoke {
+            "Each key is deleted on its NAS first; those that cannot be are listed."
+        } else {
+            "The keys stay valid on the NAS systems until you delete them there (or use --revoke)."
+        }
     );
     if !args.yes {
         ctx.ui.notice(&warning);
@@ -366,15 +416,35 @@ pub fn reset(ctx: &mut Context, args: ResetArgs) -> Result<(), CliError> {
         }
     }
     let name = doc.name.clone();
+    let revocations = if args.revoke {
+        let limits = super::nas::limits(&args.net)?;
+        let keyring = super::open::open_keyring(ctx)?;
+        let all: Vec<String> = keyring.systems().iter().map(|s| s.name.clone()).collect();
+        Some(super::rotate::revoke_all(&keyring, &all, &limits))
+    } else {
+        None
+    };
     ctx.vault.reset()?;
     let _ = std::fs::remove_file(status_cache_path(&ctx.vault));
+    let failure = revocations
+        .as_deref()
+        .and_then(super::rotate::unrevoked_error);
     if ctx.json {
-        return output::json(
-            &serde_json::json!({"reset": true, "name": name, "systems_removed": names.len()}),
-        );
+        output::json(&serde_json::json!({"reset": true, "name": name,
+            "systems_removed": names.len(), "revocations": revocations}))?;
+    } else {
+        output::say(&format!(
+            "Keyring \"{name}\" and {} stored key(s) removed{}. Start afresh with: nasring init",
+            names.len(),
+            match &revocations {
+                Some(r) => format!(
+                    "; {} of {} key(s) deleted on their NAS",
+                    r.iter().filter(|r| r.revoked).count(),
+                    r.len()
+                ),
+                None => String::new(),
+            }
+        ))?;
     }
-    output::say(&format!(
-        "Keyring \"{name}\" and {} stored key(s) removed. Start afresh with: nasring init",
-        names.len()
-    ))
+    failure.map_or(Ok(()), Err)
 }

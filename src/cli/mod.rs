@@ -10,8 +10,10 @@ mod nas;
 mod open;
 mod output;
 pub mod prompt;
+mod rotate;
 mod scripts;
 mod systems;
+mod unlockers;
 
 use std::path::PathBuf;
 
@@ -89,6 +91,8 @@ impl<'a> Context<'a> {
             secrets: SecretSources {
                 passphrase_file: global.passphrase_file.clone(),
                 pin_file: global.pin_file.clone(),
+                recovery_code_file: global.recovery_code_file.clone(),
+                ask_recovery_code: global.recovery_code,
             },
             use_token: global.use_token.clone(),
             ui,
@@ -123,6 +127,13 @@ pub fn run(cli: Cli, ui: &mut dyn Prompter) -> Result<(), CliError> {
         Command::Agent(_) => agent::status(&mut ctx),
         Command::Trust(a) => add::trust(&mut ctx, a),
         Command::Login(a) => add::login(&mut ctx, a),
+        Command::Token(c) => unlockers::token(&mut ctx, c),
+        Command::Recovery(args::RecoveryCommand::Regenerate(a)) => {
+            unlockers::recovery_regenerate(&mut ctx, a)
+        }
+        Command::Passwd(a) => unlockers::passwd(&mut ctx, a),
+        Command::Rekey => unlockers::rekey(&mut ctx),
+        Command::Rotate(a) => rotate::rotate(&mut ctx, a),
         Command::Completions(_) | Command::Man(_) => Ok(()),
     }
 }

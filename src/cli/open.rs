@@ -4,9 +4,9 @@ use tracing::debug;
 
 use super::prompt::pin_warning;
 use super::{CliError, Context};
-use crate::secret::{Passphrase, Pin};
+use crate::secret::{Passphrase, Pin, RecoveryCode};
 use crate::token::{self, Token, TokenError, TokenUri};
-use crate::vault::{KeyringLock, OpenKeyring, Sealed, Unlocker, VaultError};
+use crate::vault::{KeyringLock, OpenKeyring, Sealed, TokenRecord, Unlocker, VaultError};
 
 /// The token to open the keyring with, and the unlocker it matches.
 struct Chosen {
@@ -23,28 +23,44 @@ fn choose_token(ctx: &Context, sealed: &Sealed) -> Result<Chosen, CliError> {
         let unlocker = sealed.unlocker_for(&key);
         return Ok(Chosen {
             label: tok.info().label,
-            separate_pin: unlocker.is_some_and(|u| u.token.separate_pin),
+            separate_pin: unlocker
+                .and_then(|u| u.token.as_ref())
+                .is_some_and(|t| t.separate_pin),
             token: tok,
         });
     }
     let mut missing = Vec::new();
     let mut other_key = None;
-    for unlocker in &sealed.document().unlockers {
-        match open_enrolled(unlocker) {
+    let mut failure = None;
+    for (unlocker, record) in token_unlockers(sealed) {
+        if record.uri.is_empty() {
+            // Enrolled from its public key without a URI: found only with --use-token.
+            missing.push(format!("{} (with --use-token URI)", record.label));
+            continue;
+        }
+        match open_enrolled(record) {
             Ok(Found::Enrolled(tok)) => {
                 return Ok(Chosen {
                     token: tok,
-                    label: unlocker.token.label.clone(),
-                    separate_pin: unlocker.token.separate_pin,
+                    label: record.label.clone(),
+                    separate_pin: record.separate_pin,
                 })
             }
             Ok(Found::OtherKey(fingerprint)) => other_key = Some(fingerprint),
             Err(e @ (TokenError::TokenNotFound { .. } | TokenError::KeyNotFound { .. })) => {
                 debug!(unlocker = %unlocker.id, error = %e, "enrolled token not usable");
-                missing.push(unlocker.token.label.clone());
+                missing.push(record.label.clone());
             }
-            Err(e) => return Err(e.into()),
+            // Another token may still be present: look on, and report this only if none is.
+            Err(e) => {
+                debug!(unlocker = %unlocker.id, error = %e, "enrolled token failed");
+                missing.push(record.label.clone());
+                failure.get_or_insert(e);
+            }
         }
+    }
+    if let (None, Some(e)) = (&other_key, failure) {
+        return Err(e.into());
     }
     if let Some(fingerprint) = other_key {
         return Err(VaultError::TokenNotEnrolled {
@@ -53,10 +69,20 @@ fn choose_token(ctx: &Context, sealed: &Sealed) -> Result<Chosen, CliError> {
         }
         .into());
     }
+    let recovery = if sealed
+        .document()
+        .unlockers
+        .iter()
+        .any(|u| u.kind == "recovery")
+    {
+        " If every token is lost, open it with the recovery code: --recovery-code-file FILE or --recovery-code."
+    } else {
+        ""
+    };
     Err(TokenError::TokenNotFound {
         uri: "any enrolled token".into(),
         remedy: format!(
-            "Insert one of the keyring's tokens: {}. For SoftHSM, check SOFTHSM2_CONF.",
+            "Insert one of the keyring's tokens: {}. For SoftHSM, check SOFTHSM2_CONF.{recovery}",
             missing.join(", ")
         ),
     }
@@ -69,21 +95,30 @@ enum Found {
     OtherKey(String),
 }
 
-fn open_enrolled(unlocker: &Unlocker) -> Result<Found, TokenError> {
-    let uri = TokenUri::parse(&unlocker.token.uri)?;
+/// The token unlockers of a keyring, with their token records.
+fn token_unlockers(sealed: &Sealed) -> impl Iterator<Item = (&Unlocker, &TokenRecord)> {
+    sealed
+        .document()
+        .unlockers
+        .iter()
+        .filter_map(|u| u.token.as_ref().map(|t| (u, t)))
+}
+
+fn open_enrolled(record: &TokenRecord) -> Result<Found, TokenError> {
+    let uri = TokenUri::parse(&record.uri)?;
     let mut tok = token::open(&uri)?;
     // The URI can match a different token with the same label: compare the key too.
     let key = tok.public_key()?;
-    if sealed_key_matches(unlocker, &key) {
+    if sealed_key_matches(record, &key) {
         Ok(Found::Enrolled(tok))
     } else {
         Ok(Found::OtherKey(token::fingerprint(&key)))
     }
 }
 
-fn sealed_key_matches(unlocker: &Unlocker, key: &p256::PublicKey) -> bool {
+fn sealed_key_matches(record: &TokenRecord, key: &p256::PublicKey) -> bool {
     let encoded = crate::vault::format::b64(p256::EncodedPoint::from(key).as_bytes());
-    unlocker.token.public_key == encoded
+    record.public_key == encoded
 }
 
 /// The PIN to present: the passphrase, or a separate PIN asked after it.
@@ -111,6 +146,28 @@ pub fn pin_for(
     ctx.secrets.pin(ctx.ui, label, &status).map(Some)
 }
 
+/// Opens with the recovery code if the user asked to (`--recovery-code-file`, `--recovery-code`).
+fn open_by_recovery(
+    ctx: &mut Context,
+    sealed: Sealed,
+    code: &RecoveryCode,
+) -> Result<OpenKeyring, CliError> {
+    let keyring = sealed.open_with_recovery_code(code)?;
+    ctx.ui.notice(
+        "The keyring is open with the recovery code. Enrol a new token now, while you have the code:\n  \
+         nasring token add --token URI --recovery-code-file FILE   (or --recovery-code to type it)\n\
+         then remove the lost tokens (nasring token remove ID) and replace the code \
+         (nasring recovery regenerate).",
+    );
+    Ok(keyring)
+}
+
+fn ask_recovery_code(ctx: &mut Context) -> Result<RecoveryCode, CliError> {
+    let sealed = ctx.vault.load()?;
+    let name = sealed.document().name.clone();
+    ctx.secrets.recovery_code(ctx.ui, &name)
+}
+
 /// Asks the passphrase for the keyring as it is on disk now (nothing locked while asking).
 pub fn ask_passphrase(ctx: &mut Context) -> Result<Passphrase, CliError> {
     let sealed = ctx.vault.load()?;
@@ -120,6 +177,11 @@ pub fn ask_passphrase(ctx: &mut Context) -> Result<Passphrase, CliError> {
 
 /// Opens the keyring for reading: shared lock while reading, none while deciding.
 pub fn open_keyring(ctx: &mut Context) -> Result<OpenKeyring, CliError> {
+    if ctx.secrets.wants_recovery() {
+        let code = ask_recovery_code(ctx)?;
+        let sealed = ctx.vault.load()?;
+        return open_by_recovery(ctx, sealed, &code);
+    }
     open_keyring_with_passphrase(ctx).map(|(_, keyring)| keyring)
 }
 
@@ -143,6 +205,11 @@ pub fn relock(ctx: &mut Context, keyring: &mut OpenKeyring) -> Result<KeyringLoc
 
 /// Opens the keyring for a change: the exclusive lock is held until the caller saves.
 pub fn open_for_update(ctx: &mut Context) -> Result<(KeyringLock, OpenKeyring), CliError> {
+    if ctx.secrets.wants_recovery() {
+        let code = ask_recovery_code(ctx)?;
+        let (lock, sealed) = ctx.vault.load_for_update()?;
+        return Ok((lock, open_by_recovery(ctx, sealed, &code)?));
+    }
     let passphrase = ask_passphrase(ctx)?;
     let (lock, sealed) = ctx.vault.load_for_update()?;
     let keyring = unlock(ctx, sealed, &passphrase)?;
@@ -182,4 +249,42 @@ fn unlock_with_token(
         ctx.ui.notice(&format!("Warning: {warning}"));
     }
     Ok((keyring, chosen.token.info().uri))
+}
+
+/// A keyring opened with a token and the passphrase, with both kept for a change that needs
+/// them (a PIN change).
+pub struct OpenedWithToken {
+    pub passphrase: Passphrase,
+    pub keyring: OpenKeyring,
+    pub token: Box<dyn Token>,
+    /// The unlocker of the token that opened it.
+    pub unlocker_id: String,
+    pub separate_pin: bool,
+}
+
+/// Opens the keyring with a token and the passphrase and keeps the logged-in token.
+pub fn open_with_token(ctx: &mut Context) -> Result<OpenedWithToken, CliError> {
+    let passphrase = ask_passphrase(ctx)?;
+    let sealed = ctx.vault.load()?;
+    let mut chosen = choose_token(ctx, &sealed)?;
+    let key = chosen.token.public_key()?;
+    let unlocker_id = sealed
+        .unlocker_for(&key)
+        .map(|u| u.id.clone())
+        .unwrap_or_default();
+    let pin = pin_for(
+        ctx,
+        chosen.token.as_mut(),
+        &chosen.label,
+        chosen.separate_pin,
+        &passphrase,
+    )?;
+    let keyring = sealed.open(chosen.token.as_mut(), &passphrase, pin.as_ref())?;
+    Ok(OpenedWithToken {
+        passphrase,
+        keyring,
+        token: chosen.token,
+        unlocker_id,
+        separate_pin: chosen.separate_pin,
+    })
 }

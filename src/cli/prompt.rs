@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 use super::CliError;
-use crate::secret::{read_secret_file, Passphrase, Pin};
+use crate::secret::{read_secret_file, Passphrase, Pin, RecoveryCode};
 use crate::token::PinStatus;
 
 /// Asks the user for input. Prompts and notices go to the terminal, never to stdout.
@@ -20,6 +20,19 @@ pub trait Prompter {
     fn line(&mut self, prompt: &str) -> Result<String, CliError>;
     /// Tells the user something they must see now (touch the key, a warning).
     fn notice(&mut self, text: &str);
+    /// Shows a secret the user must write down (a new recovery code) on the terminal only,
+    /// never on stdout or stderr, which may be a log file.
+    fn show_secret(&mut self, _text: &str) -> Result<(), CliError> {
+        Err(no_terminal_to_show())
+    }
+}
+
+fn no_terminal_to_show() -> CliError {
+    CliError::Usage(
+        "there is no terminal to show the recovery code on.\n\
+         For scripts, pass --save-recovery-code FILE (written with mode 0600), or --no-recovery-code."
+            .into(),
+    )
 }
 
 /// The controlling terminal (`/dev/tty`), so that prompts work with stdout piped.
@@ -63,6 +76,17 @@ impl Prompter for Terminal {
     fn notice(&mut self, text: &str) {
         eprintln!("{text}");
     }
+
+    fn show_secret(&mut self, text: &str) -> Result<(), CliError> {
+        let tty = OpenOptions::new()
+            .write(true)
+            .open("/dev/tty")
+            .map_err(|_| no_terminal_to_show())?;
+        let mut out = &tty;
+        writeln!(out, "{text}")
+            .and_then(|()| out.flush())
+            .map_err(|_| no_terminal_to_show())
+    }
 }
 
 /// Where the passphrase and PIN come from: files named on the command line or in the
@@ -71,6 +95,10 @@ impl Prompter for Terminal {
 pub struct SecretSources {
     pub passphrase_file: Option<PathBuf>,
     pub pin_file: Option<PathBuf>,
+    /// Open with the recovery code from this file instead of a token.
+    pub recovery_code_file: Option<PathBuf>,
+    /// Open with the recovery code, asked, instead of a token.
+    pub ask_recovery_code: bool,
 }
 
 fn read_file_secret(path: &Path, what: &str) -> Result<Zeroizing<String>, CliError> {
@@ -96,6 +124,24 @@ pub struct NewPassphrasePolicy {
 }
 
 impl SecretSources {
+    /// True when the user asked to open the keyring with the recovery code.
+    pub fn wants_recovery(&self) -> bool {
+        self.ask_recovery_code || self.recovery_code_file.is_some()
+    }
+
+    /// The recovery code, from its file or asked without echo.
+    pub fn recovery_code(
+        &self,
+        ui: &mut dyn Prompter,
+        keyring: &str,
+    ) -> Result<RecoveryCode, CliError> {
+        let text = match &self.recovery_code_file {
+            Some(path) => read_file_secret(path, "recovery code")?,
+            None => ui.secret(&format!("Recovery code for keyring \"{keyring}\": "))?,
+        };
+        Ok(RecoveryCode::new(text.trim().to_string()))
+    }
+
     /// The passphrase of an existing keyring.
     pub fn passphrase(&self, ui: &mut dyn Prompter, keyring: &str) -> Result<Passphrase, CliError> {
         let text = match &self.passphrase_file {

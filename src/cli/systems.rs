@@ -140,6 +140,9 @@ pub fn import(ctx: &mut Context, args: ImportArgs) -> Result<(), CliError> {
 }
 
 pub fn remove(ctx: &mut Context, args: RemoveArgs) -> Result<(), CliError> {
+    if args.revoke {
+        return remove_revoking(ctx, args);
+    }
     let (lock, mut keyring) = open_for_update(ctx)?;
     let removed = keyring.remove_system(&args.name)?;
     keyring.save(&ctx.vault, &lock)?;
@@ -151,6 +154,32 @@ pub fn remove(ctx: &mut Context, args: RemoveArgs) -> Result<(), CliError> {
         removed.name,
         removed.api_key_id.map(|i| i.to_string()).unwrap_or_else(|| "unknown".into())
     ))
+}
+
+// Limitation: a system whose key could not be deleted is forgotten all the same (and listed).
+/// `remove --revoke`: the key is deleted on the NAS first, then the system is forgotten; if
+/// the NAS could not be reached it is forgotten all the same and the failure is listed.
+fn remove_revoking(ctx: &mut Context, args: RemoveArgs) -> Result<(), CliError> {
+    let limits = super::nas::limits(&args.net)?;
+    let mut keyring = super::open::open_keyring(ctx)?;
+    keyring.system(&args.name)?;
+    let results = super::rotate::revoke_all(&keyring, std::slice::from_ref(&args.name), &limits);
+    let lock = super::open::relock(ctx, &mut keyring)?;
+    keyring.remove_system(&args.name)?;
+    keyring.save(&ctx.vault, &lock)?;
+    drop(lock);
+    if ctx.json {
+        output::json(&serde_json::json!({"removed": args.name, "revocations": results}))?;
+    } else if results.iter().all(|r| r.revoked) {
+        output::say(&format!(
+            "Deleted the API key of \"{}\" on the NAS ({}) and removed it from the keyring.",
+            args.name, results[0].detail
+        ))?;
+    }
+    match super::rotate::unrevoked_error(&results) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

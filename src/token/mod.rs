@@ -104,6 +104,14 @@ pub trait Token {
     /// Makes a new P-256 key-agreement key (after [`Token::login`]) and returns its public key.
     fn generate_key(&mut self, options: &KeygenOptions) -> Result<PublicKey, TokenError>;
 
+    /// Changes the user PIN from `old` to `new` (after [`Token::login`] with `old`).
+    /// Backends that cannot change a PIN say so, and nothing is changed.
+    fn change_pin(&mut self, _old: &Pin, _new: &Pin) -> Result<(), TokenError> {
+        Err(TokenError::Unavailable(
+            "this kind of token cannot have its PIN changed by nasring".into(),
+        ))
+    }
+
     /// Warnings about the key or token that the user should see (an extractable key, a
     /// default PIN), each one sentence.
     fn warnings(&mut self) -> Vec<String> {

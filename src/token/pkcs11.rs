@@ -498,6 +498,22 @@ impl Token for Pkcs11Token {
         self.derive(peer)
     }
 
+    fn change_pin(&mut self, old: &Pin, new: &Pin) -> Result<(), TokenError> {
+        let session = self.session()?;
+        let old = AuthPin::from(old.expose().to_string());
+        let new = AuthPin::from(new.expose().to_string());
+        match session.set_pin(&old, &new) {
+            Ok(()) => Ok(()),
+            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(self.wrong_pin()),
+            Err(CkError::Pkcs11(RvError::PinLenRange | RvError::PinInvalid, _)) => {
+                Err(TokenError::PinFormat {
+                    reason: "the token does not accept the new passphrase as its PIN".into(),
+                })
+            }
+            Err(e) => Err(device("C_SetPIN", e)),
+        }
+    }
+
     fn generate_key(&mut self, options: &KeygenOptions) -> Result<PublicKey, TokenError> {
         self.generate(options)
     }

@@ -97,6 +97,23 @@ impl Session {
             .find(|key| key.id == id)
             .ok_or(ClientError::KeyNotFound { id })
     }
+
+    /// The keys called exactly `name` (none or one, since TrueNAS keeps names unique).
+    pub async fn api_keys_named(&mut self, name: &str) -> Result<Vec<ApiKeyInfo>, ClientError> {
+        let method = "api_key.query";
+        let reply = self.call(method, json!([[["name", "=", name]]])).await?;
+        let keys: Vec<ApiKeyInfo> = parse(method, reply)?;
+        Ok(keys.into_iter().filter(|k| k.name == name).collect())
+    }
+
+    /// Deletes the key with `id` if the NAS still has it; true if it was there.
+    pub async fn delete_api_key_if_present(&mut self, id: u64) -> Result<bool, ClientError> {
+        match self.api_key_info(id).await {
+            Err(ClientError::KeyNotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+            Ok(_) => self.delete_api_key(id).await.map(|()| true),
+        }
+    }
 }
 
 /// Moves the secret out of the reply, so that it is held only as an [`ApiKey`].

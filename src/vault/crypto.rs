@@ -16,13 +16,20 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::secret::{
-    MasterKey, Passphrase, Plaintext, SharedSecret, StretchedPassphrase, WrappingKey,
+    MasterKey, Passphrase, PassphraseKey, Plaintext, RecoveryCode, SharedSecret,
+    StretchedPassphrase, WrappingKey,
 };
 
 pub const NONCE_LEN: usize = 12;
 pub const MAC_LEN: usize = 32;
 
 const INFO_TOKEN_UNLOCKER: &[u8] = b"nasring v1 token unlocker";
+const INFO_RECOVERY_UNLOCKER: &[u8] = b"nasring v1 recovery unlocker";
+const INFO_RECOVERY_KEY: &[u8] = b"nasring v1 recovery key";
+const INFO_PASSPHRASE_MASK: &[u8] = b"nasring v1 passphrase mask";
+/// Random bytes in a recovery code: 160 bits, 32 base32 letters.
+pub const RECOVERY_CODE_BYTES: usize = 20;
+const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 const INFO_DOCUMENT_MAC: &[u8] = b"nasring v1 document mac";
 const INFO_ENTRY_KEY: &[u8] = b"nasring v1 entry key";
 pub const AAD_UNLOCKER: &[u8] = b"nasring v1 master key";
@@ -106,26 +113,138 @@ pub fn enrol_ephemeral(token_key: &PublicKey) -> (SharedSecret, PublicKey) {
 }
 
 /// The key that opens a token unlocker's copy of the master key:
-/// HKDF-SHA256(salt = keyring id, ikm = Z ‖ K, info = label ‖ 0 ‖ unlocker id ‖ 0 ‖ E ‖ T).
+/// HKDF-SHA256(salt = keyring id, ikm = Z ‖ P, info = label ‖ 0 ‖ unlocker id ‖ 0 ‖ E ‖ T),
+/// where `P` is the passphrase key.
 pub fn token_wrapping_key(
     keyring_id: &[u8],
     unlocker_id: &str,
     shared: &SharedSecret,
-    stretched: &StretchedPassphrase,
+    passphrase_key: &PassphraseKey,
     ephemeral: &PublicKey,
     token: &PublicKey,
 ) -> WrappingKey {
     let mut ikm = Zeroizing::new([0u8; 64]);
     ikm[..32].copy_from_slice(shared.expose());
-    ikm[32..].copy_from_slice(stretched.expose());
+    ikm[32..].copy_from_slice(passphrase_key.expose());
+    let info = unlocker_info(INFO_TOKEN_UNLOCKER, unlocker_id, ephemeral, token);
+    WrappingKey::from_bytes(hkdf32(keyring_id, ikm.as_ref(), &info))
+}
+
+/// The key that opens the recovery unlocker's copy of the master key:
+/// HKDF-SHA256(salt = keyring id, ikm = Z, info = label ‖ 0 ‖ unlocker id ‖ 0 ‖ E ‖ Q).
+pub fn recovery_wrapping_key(
+    keyring_id: &[u8],
+    unlocker_id: &str,
+    shared: &SharedSecret,
+    ephemeral: &PublicKey,
+    recovery: &PublicKey,
+) -> WrappingKey {
+    let info = unlocker_info(INFO_RECOVERY_UNLOCKER, unlocker_id, ephemeral, recovery);
+    WrappingKey::from_bytes(hkdf32(keyring_id, shared.expose(), &info))
+}
+
+fn unlocker_info(
+    label: &[u8],
+    unlocker_id: &str,
+    ephemeral: &PublicKey,
+    key: &PublicKey,
+) -> Vec<u8> {
     let mut info = Vec::with_capacity(200);
-    info.extend_from_slice(INFO_TOKEN_UNLOCKER);
+    info.extend_from_slice(label);
     info.push(0);
     info.extend_from_slice(unlocker_id.as_bytes());
     info.push(0);
     info.extend_from_slice(p256::EncodedPoint::from(ephemeral).as_bytes());
-    info.extend_from_slice(p256::EncodedPoint::from(token).as_bytes());
-    WrappingKey::from_bytes(hkdf32(keyring_id, ikm.as_ref(), &info))
+    info.extend_from_slice(p256::EncodedPoint::from(key).as_bytes());
+    info
+}
+
+/// `P ⊕ HKDF-SHA256(salt = keyring id, ikm = K, info = "nasring v1 passphrase mask")`: masks
+/// the passphrase key for storage and unmasks it again. There is no tag on purpose, so that
+/// the file alone lets no one test a passphrase guess.
+pub fn mask_passphrase_key(
+    keyring_id: &[u8],
+    stretched: &StretchedPassphrase,
+    key: &[u8; 32],
+) -> PassphraseKey {
+    let mut out = Zeroizing::new(hkdf32(keyring_id, stretched.expose(), INFO_PASSPHRASE_MASK));
+    for (o, k) in out.iter_mut().zip(key) {
+        *o ^= k;
+    }
+    PassphraseKey::from_bytes(*out)
+}
+
+/// The P-256 private key a recovery code stands for: the first
+/// HKDF-SHA256(salt = keyring id, ikm = code bytes, info = "nasring v1 recovery key" ‖ c),
+/// c = 0, 1, …, that is a valid scalar (1 to n − 1).
+pub fn recovery_secret_key(keyring_id: &[u8], code: &[u8]) -> p256::SecretKey {
+    for counter in 0u8..=255 {
+        let mut info = INFO_RECOVERY_KEY.to_vec();
+        info.push(counter);
+        let candidate = Zeroizing::new(hkdf32(keyring_id, code, &info));
+        if let Ok(key) = p256::SecretKey::from_slice(candidate.as_ref()) {
+            return key;
+        }
+    }
+    unreachable!("256 HKDF outputs in a row outside the P-256 scalar range")
+}
+
+/// ECDH between a software private key (a recovery key) and an ephemeral public key.
+pub fn agree_software(key: &p256::SecretKey, peer: &PublicKey) -> SharedSecret {
+    let shared = p256::ecdh::diffie_hellman(key.to_nonzero_scalar(), peer.as_affine());
+    let bytes: Zeroizing<[u8; 32]> = Zeroizing::new((*shared.raw_secret_bytes()).into());
+    SharedSecret::from_bytes(*bytes)
+}
+
+/// A new recovery code: 160 random bits as 32 base32 letters in eight groups of four.
+pub fn new_recovery_code() -> RecoveryCode {
+    let raw = Zeroizing::new(random_bytes::<RECOVERY_CODE_BYTES>());
+    recovery_code_from_bytes(&raw)
+}
+
+/// The recovery code for 20 given bytes (the test vectors use fixed ones).
+pub fn recovery_code_from_bytes(raw: &[u8; RECOVERY_CODE_BYTES]) -> RecoveryCode {
+    let mut text = String::with_capacity(40);
+    let mut bits: u32 = 0;
+    let mut count = 0;
+    let mut letters = 0;
+    for byte in raw.iter() {
+        bits = (bits << 8) | u32::from(*byte);
+        count += 8;
+        while count >= 5 {
+            count -= 5;
+            if letters > 0 && letters % 4 == 0 {
+                text.push('-');
+            }
+            text.push(BASE32[((bits >> count) & 31) as usize] as char);
+            letters += 1;
+        }
+    }
+    zeroize::Zeroize::zeroize(&mut bits);
+    RecoveryCode::new(text)
+}
+
+/// The 20 bytes of a recovery code as typed: case, spaces and dashes do not matter.
+/// `None` if it is not 32 base32 letters.
+pub fn recovery_code_bytes(code: &RecoveryCode) -> Option<Zeroizing<Vec<u8>>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(RECOVERY_CODE_BYTES));
+    let mut bits: u32 = 0;
+    let mut count = 0;
+    let mut letters = 0;
+    for c in code.expose().chars().filter(|c| !matches!(c, '-' | ' ')) {
+        let value = BASE32
+            .iter()
+            .position(|b| *b as char == c.to_ascii_uppercase())?;
+        bits = (bits << 5) | value as u32;
+        count += 5;
+        letters += 1;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+        }
+    }
+    zeroize::Zeroize::zeroize(&mut bits);
+    (letters == 32 && out.len() == RECOVERY_CODE_BYTES).then_some(out)
 }
 
 /// Subkey for the whole-document MAC.
@@ -250,6 +369,27 @@ mod tests {
             bind_fields(b"x", &[b"ab", b"c"]),
             bind_fields(b"x", &[b"a", b"bc"])
         );
+    }
+
+    #[test]
+    fn recovery_codes_round_trip_and_refuse_typos_of_length() {
+        let code = new_recovery_code();
+        assert_eq!(code.expose().len(), 39);
+        let bytes = recovery_code_bytes(&code).expect("decodes");
+        let sloppy = RecoveryCode::new(code.expose().to_lowercase().replace('-', " "));
+        assert_eq!(recovery_code_bytes(&sloppy).expect("decodes"), bytes);
+        let short = RecoveryCode::new(code.expose()[..30].to_string());
+        assert!(recovery_code_bytes(&short).is_none());
+        assert!(recovery_code_bytes(&RecoveryCode::new("1".repeat(32))).is_none());
+    }
+
+    #[test]
+    fn the_mask_is_its_own_inverse() {
+        let k = StretchedPassphrase::from_bytes([3; 32]);
+        let p = [7u8; 32];
+        let masked = mask_passphrase_key(b"id", &k, &p);
+        assert_ne!(masked.expose(), &p);
+        assert_eq!(mask_passphrase_key(b"id", &k, masked.expose()).expose(), &p);
     }
 
     #[test]

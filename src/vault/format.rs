@@ -27,6 +27,8 @@ pub struct Document {
     pub created_at: String,
     pub updated_at: String,
     pub kdf: KdfRecord,
+    /// base64, 32 bytes: the passphrase key `P` masked with a key derived from the passphrase.
+    pub masked_passphrase_key: String,
     pub unlockers: Vec<Unlocker>,
     pub systems: Vec<SystemEntry>,
 }
@@ -49,10 +51,14 @@ pub struct KdfRecord {
 pub struct Unlocker {
     /// Short random hex id, unique in the keyring.
     pub id: String,
-    /// `token` (passphrase and token together). Later versions add `recovery`.
+    /// `token` (passphrase and token together) or `recovery` (the recovery code alone).
     pub kind: String,
     pub added_at: String,
-    pub token: TokenRecord,
+    /// The token, for `kind` = `token`; null otherwise.
+    pub token: Option<TokenRecord>,
+    /// base64 SEC1 uncompressed point of the key the recovery code stands for, for `kind` =
+    /// `recovery`; null otherwise.
+    pub recovery_public_key: Option<String>,
     /// base64 SEC1 uncompressed point (65 bytes) of the ephemeral key used at enrolment.
     pub ephemeral_public_key: String,
     /// base64, 12 bytes.
@@ -91,12 +97,35 @@ pub struct SystemEntry {
     pub api_key_id: Option<u64>,
     pub api_key_name: Option<String>,
     pub api_key_expires_at: Option<String>,
+    /// A key rotation that was started and not finished, so that a rerun can finish it.
+    pub rotation: Option<PendingRotation>,
     pub created_at: String,
     pub updated_at: String,
     /// base64, 12 bytes.
     pub nonce: String,
     /// base64 AES-256-GCM ciphertext and tag of the API key.
     pub ciphertext: String,
+}
+
+/// What `rotate` wrote down before asking the NAS for a new key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PendingRotation {
+    /// The unique name the new key gets (or got) on the NAS: how an orphan is found.
+    pub new_key_name: String,
+    /// The id of the key being replaced, deleted on the NAS once the new key is stored.
+    pub old_key_id: Option<u64>,
+    pub started_at: String,
+}
+
+impl Unlocker {
+    /// A name for people: the token's label, or "the recovery code".
+    pub fn label(&self) -> &str {
+        match &self.token {
+            Some(t) => &t.label,
+            None => "the recovery code",
+        }
+    }
 }
 
 /// A parsed file: the document, and the exact bytes the MAC covers.

@@ -3,8 +3,11 @@
 //! Key hierarchy (see `docs/design.md` and `docs/vault-format.md`):
 //! - a random 256-bit master key encrypts every API key (through an HKDF subkey) and
 //!   authenticates the whole file (through another);
-//! - each unlocker wraps the master key under HKDF(ECDH with the token ‖ Argon2id of the
-//!   passphrase), so neither the token nor the passphrase alone opens it.
+//! - each token unlocker wraps the master key under HKDF(ECDH with the token ‖ the passphrase
+//!   key), and the passphrase key is stored masked under Argon2id of the passphrase, so
+//!   neither the token nor the passphrase alone opens it, and the passphrase changes without
+//!   any token;
+//! - the recovery unlocker wraps it under HKDF(ECDH with the key the recovery code stands for).
 //!
 //! This module knows tokens only through [`crate::token::Token`] and nothing of the network.
 
@@ -19,10 +22,13 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tracing::debug;
 
-use crate::secret::{ApiKey, MasterKey, Passphrase, Pin, StretchedPassphrase};
+use crate::secret::{
+    ApiKey, MasterKey, Passphrase, PassphraseKey, Pin, RecoveryCode, SharedSecret,
+    StretchedPassphrase,
+};
 use crate::token::{Token, TokenError};
 use crypto::{CryptoError, KdfCost};
-pub use format::{Document, SystemEntry, TokenRecord, Unlocker};
+pub use format::{Document, PendingRotation, SystemEntry, TokenRecord, Unlocker};
 pub use store::KeyringLock;
 
 /// Errors of the vault layer. None of them carries a secret.
@@ -67,6 +73,25 @@ pub enum VaultError {
         keyring: String,
         fingerprint: String,
     },
+    #[error(
+        "the recovery code did not open keyring \"{keyring}\".\n\
+         Check the code (32 letters and digits 2 to 7, dashes optional); an older code stops working when it is regenerated."
+    )]
+    WrongRecoveryCode { keyring: String },
+    #[error(
+        "unlocker {id} is not in keyring \"{keyring}\".\nnasring token list shows the unlockers and their ids."
+    )]
+    NoSuchUnlocker { id: String, keyring: String },
+    #[error(
+        "removing {what} would leave the keyring without a token.\n\
+         Enrol another token first (nasring token add), then remove this one."
+    )]
+    LastToken { what: String },
+    #[error(
+        "the keyring was opened with the recovery code, so its passphrase is not known.\n\
+         Set a passphrase while doing this (nasring asks for a new one)."
+    )]
+    NeedsPassphrase,
     #[error(transparent)]
     Token(#[from] TokenError),
     #[error(
@@ -90,7 +115,9 @@ impl VaultError {
     /// True when the user's passphrase, PIN or token was refused.
     pub fn is_refusal(&self) -> bool {
         match self {
-            VaultError::WrongPassphraseOrToken | VaultError::TokenNotEnrolled { .. } => true,
+            VaultError::WrongPassphraseOrToken
+            | VaultError::TokenNotEnrolled { .. }
+            | VaultError::WrongRecoveryCode { .. } => true,
             VaultError::Token(e) => e.is_refusal(),
             _ => false,
         }
@@ -215,7 +242,40 @@ impl Sealed {
             .document
             .unlockers
             .iter()
-            .find(|u| u.token.public_key == encoded)
+            .find(|u| u.token.as_ref().is_some_and(|t| t.public_key == encoded))
+    }
+
+    /// Opens the keyring with the recovery code alone. The passphrase stays unknown, so the
+    /// open keyring cannot enrol a token until a passphrase is set ([`OpenKeyring::rekey`]).
+    pub fn open_with_recovery_code(self, code: &RecoveryCode) -> Result<OpenKeyring, VaultError> {
+        let wrong = || VaultError::WrongRecoveryCode {
+            keyring: self.file.document.name.clone(),
+        };
+        let bytes = crypto::recovery_code_bytes(code).ok_or_else(wrong)?;
+        let keyring_id = keyring_id_bytes(&self.file.document)?;
+        let secret = crypto::recovery_secret_key(&keyring_id, &bytes);
+        let public = secret.public_key();
+        let encoded = format::b64(p256::EncodedPoint::from(&public).as_bytes());
+        let unlocker = self
+            .file
+            .document
+            .unlockers
+            .iter()
+            .find(|u| u.recovery_public_key.as_deref() == Some(encoded.as_str()))
+            .cloned()
+            .ok_or_else(wrong)?;
+        let ephemeral = decode_point("ephemeral_public_key", &unlocker.ephemeral_public_key)?;
+        let shared = crypto::agree_software(&secret, &ephemeral);
+        let kek =
+            crypto::recovery_wrapping_key(&keyring_id, &unlocker.id, &shared, &ephemeral, &public);
+        let master = unwrap_master(&keyring_id, &unlocker, &kek).map_err(|_| wrong())?;
+        self.verify(&keyring_id, &master)?;
+        Ok(OpenKeyring {
+            document: self.file.document,
+            keyring_id,
+            master,
+            passphrase: None,
+        })
     }
 
     /// Opens the keyring with a token and the passphrase. The token is logged in with `pin`
@@ -236,7 +296,11 @@ impl Sealed {
                     keyring: self.file.document.name.clone(),
                     fingerprint: crate::token::fingerprint(&token_key),
                 })?;
-        let pin = match (unlocker.token.separate_pin, pin) {
+        let record = unlocker
+            .token
+            .clone()
+            .ok_or(VaultError::WrongPassphraseOrToken)?;
+        let pin = match (record.separate_pin, pin) {
             (true, Some(pin)) => pin.clone(),
             (true, None) => {
                 return Err(invalid(
@@ -247,16 +311,24 @@ impl Sealed {
             (false, _) => Pin::from(passphrase),
         };
         token.login(&pin)?;
+        let keyring_id = keyring_id_bytes(&self.file.document)?;
         let stretched = stretch(&self.file.document, passphrase)?;
+        let masked = format::unb64(
+            "masked_passphrase_key",
+            &self.file.document.masked_passphrase_key,
+        )?;
+        let masked: [u8; 32] = masked.try_into().map_err(|_| VaultError::Corrupt {
+            detail: "its masked passphrase key is not 32 bytes".into(),
+        })?;
+        let key = crypto::mask_passphrase_key(&keyring_id, &stretched, &masked);
         let ephemeral = decode_point("ephemeral_public_key", &unlocker.ephemeral_public_key)?;
         let shared = token.agree(&ephemeral)?;
         debug!(unlocker = %unlocker.id, "token agreed; unwrapping the master key");
-        let keyring_id = keyring_id_bytes(&self.file.document)?;
         let kek = crypto::token_wrapping_key(
             &keyring_id,
             &unlocker.id,
             &shared,
-            &stretched,
+            &key,
             &ephemeral,
             &token_key,
         );
@@ -266,7 +338,7 @@ impl Sealed {
             document: self.file.document,
             keyring_id,
             master,
-            stretched,
+            passphrase: Some(PassphraseState { stretched, key }),
         })
     }
 
@@ -354,13 +426,30 @@ fn validate(doc: &Document) -> Result<(), VaultError> {
     if doc.unlockers.is_empty() {
         return Err(corrupt("it has no unlocker"));
     }
+    if format::unb64("masked_passphrase_key", &doc.masked_passphrase_key)?.len() != 32 {
+        return Err(corrupt("its masked passphrase key is not 32 bytes"));
+    }
     let mut ids = std::collections::HashSet::new();
+    let mut recovery = 0;
     for u in &doc.unlockers {
-        if !ids.insert(&u.id) || u.kind != "token" {
+        let shape_ok = match (u.kind.as_str(), &u.token, &u.recovery_public_key) {
+            ("token", Some(t), None) => decode_point("token public_key", &t.public_key).is_ok(),
+            ("recovery", None, Some(q)) => {
+                recovery += 1;
+                decode_point("recovery_public_key", q).is_ok()
+            }
+            _ => false,
+        };
+        if !ids.insert(&u.id) || !shape_ok {
             return Err(corrupt("its unlockers are malformed"));
         }
         decode_point("ephemeral_public_key", &u.ephemeral_public_key)?;
-        decode_point("token public_key", &u.token.public_key)?;
+    }
+    if recovery > 1 {
+        return Err(corrupt("it has more than one recovery unlocker"));
+    }
+    if !doc.unlockers.iter().any(|u| u.kind == "token") {
+        return Err(corrupt("it has no token unlocker"));
     }
     let mut names = std::collections::HashSet::new();
     for s in &doc.systems {
@@ -394,12 +483,55 @@ pub struct TokenEnrolment {
     pub separate_pin: bool,
 }
 
+/// The passphrase's part of an open keyring: Argon2id of it, and the key it unmasks.
+struct PassphraseState {
+    stretched: StretchedPassphrase,
+    key: PassphraseKey,
+}
+
 /// An authenticated, open keyring. Holds the master key until dropped.
 pub struct OpenKeyring {
     document: Document,
     keyring_id: Vec<u8>,
     master: MasterKey,
-    stretched: StretchedPassphrase,
+    /// `None` when opened with the recovery code.
+    passphrase: Option<PassphraseState>,
+}
+
+/// What to do with the passphrase when the keys are renewed ([`OpenKeyring::rekey`]).
+pub enum PassphraseChange<'a> {
+    /// Keep it: the keyring was opened with it.
+    Keep,
+    /// A new one, with its Argon2id cost.
+    New(&'a Passphrase, KdfCost),
+}
+
+fn stretch_new(
+    passphrase: &Passphrase,
+    cost: KdfCost,
+) -> Result<([u8; 16], StretchedPassphrase), VaultError> {
+    let salt: [u8; 16] = crypto::random_bytes();
+    let stretched = crypto::stretch_passphrase(passphrase, &salt, cost).map_err(|_| {
+        invalid(
+            "the key-derivation cost",
+            "it is below the minimum or too large",
+        )
+    })?;
+    Ok((salt, stretched))
+}
+
+fn kdf_record(cost: KdfCost, salt: &[u8]) -> format::KdfRecord {
+    format::KdfRecord {
+        algorithm: "argon2id".into(),
+        memory_kib: cost.memory_kib,
+        iterations: cost.iterations,
+        parallelism: cost.parallelism,
+        salt: format::b64(salt),
+    }
+}
+
+fn encode_point(key: &PublicKey) -> String {
+    format::b64(p256::EncodedPoint::from(key).as_bytes())
 }
 
 impl OpenKeyring {
@@ -412,13 +544,9 @@ impl OpenKeyring {
     ) -> Result<Self, VaultError> {
         check_name("the keyring name", name)?;
         let keyring_id = crypto::random_bytes::<16>().to_vec();
-        let salt: [u8; 16] = crypto::random_bytes();
-        let stretched = crypto::stretch_passphrase(passphrase, &salt, cost).map_err(|_| {
-            invalid(
-                "the key-derivation cost",
-                "it is below the minimum or too large",
-            )
-        })?;
+        let (salt, stretched) = stretch_new(passphrase, cost)?;
+        let key = PassphraseKey::generate();
+        let masked = crypto::mask_passphrase_key(&keyring_id, &stretched, key.expose());
         let created = now();
         let mut keyring = OpenKeyring {
             document: Document {
@@ -426,19 +554,14 @@ impl OpenKeyring {
                 name: name.to_string(),
                 created_at: created.clone(),
                 updated_at: created,
-                kdf: format::KdfRecord {
-                    algorithm: "argon2id".into(),
-                    memory_kib: cost.memory_kib,
-                    iterations: cost.iterations,
-                    parallelism: cost.parallelism,
-                    salt: format::b64(&salt),
-                },
+                kdf: kdf_record(cost, &salt),
+                masked_passphrase_key: format::b64(masked.expose()),
                 unlockers: Vec::new(),
                 systems: Vec::new(),
             },
             keyring_id,
             master: MasterKey::generate(),
-            stretched,
+            passphrase: Some(PassphraseState { stretched, key }),
         };
         keyring.enrol_token(token)?;
         Ok(keyring)
@@ -450,6 +573,20 @@ impl OpenKeyring {
 
     pub fn name(&self) -> &str {
         &self.document.name
+    }
+
+    /// True when the keyring was opened with the recovery code (the passphrase is unknown).
+    pub fn opened_with_recovery_code(&self) -> bool {
+        self.passphrase.is_none()
+    }
+
+    /// The Argon2id cost the keyring uses now.
+    pub fn kdf_cost(&self) -> KdfCost {
+        KdfCost {
+            memory_kib: self.document.kdf.memory_kib,
+            iterations: self.document.kdf.iterations,
+            parallelism: self.document.kdf.parallelism,
+        }
     }
 
     pub fn systems(&self) -> &[SystemEntry] {
@@ -466,50 +603,258 @@ impl OpenKeyring {
 
     /// Adds an unlocker for a token from its public key alone: the token need not be present.
     pub fn enrol_token(&mut self, token: &TokenEnrolment) -> Result<String, VaultError> {
-        let encoded = format::b64(p256::EncodedPoint::from(&token.public_key).as_bytes());
+        let encoded = encode_point(&token.public_key);
         if self
             .document
             .unlockers
             .iter()
-            .any(|u| u.token.public_key == encoded)
+            .any(|u| u.token.as_ref().is_some_and(|t| t.public_key == encoded))
         {
             return Err(invalid(
                 "the token",
                 "it is already enrolled in this keyring",
             ));
         }
-        let id = random_id(4);
-        let (shared, ephemeral) = crypto::enrol_ephemeral(&token.public_key);
+        let id = self.new_unlocker_id();
+        let record = TokenRecord {
+            backend: token.backend.clone(),
+            uri: token.uri.clone(),
+            label: token.label.clone(),
+            serial: token.serial.clone(),
+            public_key: encoded,
+            separate_pin: token.separate_pin,
+        };
+        let unlocker = self.wrap_token(id.clone(), now(), record)?;
+        self.document.unlockers.push(unlocker);
+        Ok(id)
+    }
+
+    fn new_unlocker_id(&self) -> String {
+        loop {
+            let id = random_id(4);
+            let taken = self.document.unlockers.iter().any(|u| u.id == id)
+                || self.document.systems.iter().any(|s| s.id == id);
+            if !taken {
+                return id;
+            }
+        }
+    }
+
+    /// A token unlocker: a fresh ephemeral key agreed with the token's public key, and the
+    /// master key wrapped under it and the passphrase key.
+    fn wrap_token(
+        &self,
+        id: String,
+        added_at: String,
+        record: TokenRecord,
+    ) -> Result<Unlocker, VaultError> {
+        let state = self
+            .passphrase
+            .as_ref()
+            .ok_or(VaultError::NeedsPassphrase)?;
+        let token_key = decode_point("token public_key", &record.public_key)?;
+        let (shared, ephemeral) = crypto::enrol_ephemeral(&token_key);
         let kek = crypto::token_wrapping_key(
             &self.keyring_id,
             &id,
             &shared,
-            &self.stretched,
+            &state.key,
             &ephemeral,
-            &token.public_key,
+            &token_key,
         );
-        let (nonce, wrapped) = crypto::seal(
+        Ok(self.sealed_unlocker(id, "token", added_at, Some(record), None, &ephemeral, &kek))
+    }
+
+    /// The recovery unlocker for the key a recovery code stands for.
+    fn wrap_recovery(&self, id: String, added_at: String, public: &PublicKey) -> Unlocker {
+        let (shared, ephemeral): (SharedSecret, PublicKey) = crypto::enrol_ephemeral(public);
+        let kek = crypto::recovery_wrapping_key(&self.keyring_id, &id, &shared, &ephemeral, public);
+        self.sealed_unlocker(
+            id,
+            "recovery",
+            added_at,
+            None,
+            Some(encode_point(public)),
+            &ephemeral,
             &kek,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sealed_unlocker(
+        &self,
+        id: String,
+        kind: &str,
+        added_at: String,
+        token: Option<TokenRecord>,
+        recovery_public_key: Option<String>,
+        ephemeral: &PublicKey,
+        kek: &crate::secret::WrappingKey,
+    ) -> Unlocker {
+        let (nonce, wrapped) = crypto::seal(
+            kek,
             self.master.expose(),
             &unlocker_aad(&self.keyring_id, &id),
         );
-        self.document.unlockers.push(Unlocker {
-            id: id.clone(),
-            kind: "token".into(),
-            added_at: now(),
-            token: TokenRecord {
-                backend: token.backend.clone(),
-                uri: token.uri.clone(),
-                label: token.label.clone(),
-                serial: token.serial.clone(),
-                public_key: encoded,
-                separate_pin: token.separate_pin,
-            },
-            ephemeral_public_key: format::b64(p256::EncodedPoint::from(&ephemeral).as_bytes()),
+        Unlocker {
+            id,
+            kind: kind.into(),
+            added_at,
+            token,
+            recovery_public_key,
+            ephemeral_public_key: encode_point(ephemeral),
             nonce: format::b64(&nonce),
             wrapped_master_key: format::b64(&wrapped),
-        });
-        Ok(id)
+        }
+    }
+
+    /// Makes a new recovery code and puts its unlocker in place of the old one, if any.
+    /// Call [`OpenKeyring::rekey`] afterwards so that the old code opens no copy of the
+    /// current contents.
+    pub fn new_recovery_code(&mut self) -> RecoveryCode {
+        let code = crypto::new_recovery_code();
+        let bytes = crypto::recovery_code_bytes(&code)
+            .unwrap_or_else(|| unreachable!("a new recovery code always decodes"));
+        let public = crypto::recovery_secret_key(&self.keyring_id, &bytes).public_key();
+        self.document.unlockers.retain(|u| u.kind != "recovery");
+        let id = self.new_unlocker_id();
+        let unlocker = self.wrap_recovery(id, now(), &public);
+        self.document.unlockers.push(unlocker);
+        code
+    }
+
+    /// Removes one unlocker. The last token cannot be removed. Call [`OpenKeyring::rekey`]
+    /// afterwards so that old copies of the file give the removed unlocker nothing current.
+    pub fn remove_unlocker(&mut self, id: &str) -> Result<Unlocker, VaultError> {
+        let index = self
+            .document
+            .unlockers
+            .iter()
+            .position(|u| u.id == id)
+            .ok_or_else(|| VaultError::NoSuchUnlocker {
+                id: id.into(),
+                keyring: self.document.name.clone(),
+            })?;
+        let tokens = self
+            .document
+            .unlockers
+            .iter()
+            .filter(|u| u.kind == "token")
+            .count();
+        let unlocker = &self.document.unlockers[index];
+        if unlocker.kind == "token" && tokens == 1 {
+            return Err(VaultError::LastToken {
+                what: format!("token {}", unlocker.label()),
+            });
+        }
+        Ok(self.document.unlockers.remove(index))
+    }
+
+    /// Records whether an enrolled token has a PIN of its own (not the passphrase).
+    pub fn set_separate_pin(&mut self, id: &str, separate: bool) {
+        for u in &mut self.document.unlockers {
+            if u.id == id {
+                if let Some(t) = u.token.as_mut() {
+                    t.separate_pin = separate;
+                }
+            }
+        }
+    }
+
+    /// A new master key and a new passphrase key: every unlocker is wrapped again from its
+    /// stored public key with a fresh ephemeral key (no token is needed), and every API key
+    /// is encrypted again. Copies of the file from before open only what they held then.
+    pub fn rekey(&mut self, change: PassphraseChange) -> Result<(), VaultError> {
+        let (kdf, stretched) = match change {
+            PassphraseChange::New(passphrase, cost) => {
+                let (salt, stretched) = stretch_new(passphrase, cost)?;
+                (kdf_record(cost, &salt), stretched)
+            }
+            PassphraseChange::Keep => {
+                let state = self
+                    .passphrase
+                    .as_ref()
+                    .ok_or(VaultError::NeedsPassphrase)?;
+                (self.document.kdf.clone(), state.stretched.clone())
+            }
+        };
+        let keys: Vec<(String, ApiKey)> = self
+            .document
+            .systems
+            .iter()
+            .map(|s| self.api_key(&s.name).map(|k| (s.name.clone(), k)))
+            .collect::<Result<_, _>>()?;
+        let key = PassphraseKey::generate();
+        let masked = crypto::mask_passphrase_key(&self.keyring_id, &stretched, key.expose());
+        self.master = MasterKey::generate();
+        self.passphrase = Some(PassphraseState { stretched, key });
+        self.document.kdf = kdf;
+        self.document.masked_passphrase_key = format::b64(masked.expose());
+        let old = std::mem::take(&mut self.document.unlockers);
+        for u in old {
+            let renewed = match (u.token, u.recovery_public_key) {
+                (Some(record), _) => self.wrap_token(u.id, u.added_at, record)?,
+                (None, Some(q)) => {
+                    let public = decode_point("recovery_public_key", &q)?;
+                    self.wrap_recovery(u.id, u.added_at, &public)
+                }
+                (None, None) => return Err(VaultError::Tampered),
+            };
+            self.document.unlockers.push(renewed);
+        }
+        for (name, key) in keys {
+            self.reseal(&name, &key)?;
+        }
+        Ok(())
+    }
+
+    /// Encrypts one system's key again under the current master key; nothing else changes.
+    fn reseal(&mut self, name: &str, key: &ApiKey) -> Result<(), VaultError> {
+        let key_enc = crypto::entry_key(&self.keyring_id, &self.master);
+        let keyring_id = self.keyring_id.clone();
+        let entry = self
+            .document
+            .systems
+            .iter_mut()
+            .find(|s| s.name == name)
+            .ok_or_else(|| VaultError::NoSuchSystem { name: name.into() })?;
+        let (nonce, ct) = crypto::seal(
+            &key_enc,
+            key.expose().as_bytes(),
+            &entry_aad(&keyring_id, entry),
+        );
+        entry.nonce = format::b64(&nonce);
+        entry.ciphertext = format::b64(&ct);
+        Ok(())
+    }
+
+    /// Notes (or clears) a key rotation in progress for a system.
+    pub fn set_rotation(
+        &mut self,
+        name: &str,
+        rotation: Option<PendingRotation>,
+    ) -> Result<(), VaultError> {
+        let entry = self
+            .document
+            .systems
+            .iter_mut()
+            .find(|s| s.name == name)
+            .ok_or_else(|| VaultError::NoSuchSystem { name: name.into() })?;
+        entry.rotation = rotation;
+        Ok(())
+    }
+
+    /// A rotation record for a new key called `new_key_name`, replacing the current key.
+    pub fn rotation_for(
+        &self,
+        name: &str,
+        new_key_name: String,
+    ) -> Result<PendingRotation, VaultError> {
+        Ok(PendingRotation {
+            new_key_name,
+            old_key_id: self.system(name)?.api_key_id,
+            started_at: now(),
+        })
     }
 
     /// Stores a new system and its API key. Refuses a name already present.
@@ -560,6 +905,7 @@ impl OpenKeyring {
             api_key_id: new.api_key_id,
             api_key_name: new.api_key_name,
             api_key_expires_at: new.api_key_expires_at,
+            rotation: None,
             created_at: created,
             updated_at: now(),
             nonce: String::new(),
@@ -586,6 +932,9 @@ impl OpenKeyring {
         Ok(self.document.systems.remove(index))
     }
 
+    // Limitation: after another process renewed the keys (rekey, passwd, token remove,
+    // recovery regenerate) the held master key no longer authenticates the file, and this
+    // reports it as altered; the command must be run again.
     /// Takes the keyring as it is on disk now, after other processes may have changed it,
     /// checking it with the master key already held: no token operation, no passphrase.
     /// Fails with [`VaultError::Tampered`] if the file is not this keyring any more.
@@ -693,5 +1042,163 @@ impl ReadKeyring {
     /// authenticated entry.
     pub fn api_key(&self, master: &MasterKey, entry: &SystemEntry) -> Result<ApiKey, VaultError> {
         open_entry(&self.keyring_id, master, entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::SharedSecret;
+    use crate::token::{KeygenOptions, PinStatus, TokenInfo};
+    use p256::SecretKey;
+    use rand::rngs::OsRng;
+
+    struct SoftToken(SecretKey);
+
+    impl Token for SoftToken {
+        fn info(&self) -> TokenInfo {
+            TokenInfo {
+                uri: "pkcs11:token=soft".into(),
+                label: "soft".into(),
+                serial: None,
+            }
+        }
+        fn public_key(&mut self) -> Result<PublicKey, TokenError> {
+            Ok(self.0.public_key())
+        }
+        fn pin_status(&mut self) -> Result<PinStatus, TokenError> {
+            Ok(PinStatus::default())
+        }
+        fn login(&mut self, _pin: &Pin) -> Result<(), TokenError> {
+            Ok(())
+        }
+        fn agree(&mut self, peer: &PublicKey) -> Result<SharedSecret, TokenError> {
+            Ok(crypto::agree_software(&self.0, peer))
+        }
+        fn generate_key(&mut self, _o: &KeygenOptions) -> Result<PublicKey, TokenError> {
+            Err(TokenError::Unavailable("fixed key".into()))
+        }
+    }
+
+    fn enrolment(token: &SoftToken) -> TokenEnrolment {
+        TokenEnrolment {
+            backend: "pkcs11".into(),
+            uri: "pkcs11:token=soft".into(),
+            label: "soft".into(),
+            serial: None,
+            public_key: token.0.public_key(),
+            separate_pin: false,
+        }
+    }
+
+    const COST: KdfCost = KdfCost::MINIMUM;
+
+    fn written(keyring: &mut OpenKeyring, dir: &Path) -> Vec<u8> {
+        let vault = Vault::at(dir.join("k.nasring"));
+        let lock = store::lock(vault.path(), true).expect("lock");
+        keyring.save(&vault, &lock).expect("save");
+        std::fs::read(vault.path()).expect("read")
+    }
+
+    #[test]
+    fn rekey_leaves_the_old_master_key_nothing_to_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let passphrase = Passphrase::new("p".into());
+        let mut first = SoftToken(SecretKey::random(&mut OsRng));
+        let mut backup = SoftToken(SecretKey::random(&mut OsRng));
+        let mut keyring =
+            OpenKeyring::create("k", &passphrase, COST, &enrolment(&first)).expect("k");
+        keyring.enrol_token(&enrolment(&backup)).expect("backup");
+        let code = keyring.new_recovery_code();
+        keyring
+            .add_system(
+                NewSystem {
+                    name: "nas1".into(),
+                    url: "https://127.0.0.1:9".into(),
+                    username: "u".into(),
+                    tls: String::new(),
+                    api_key_id: Some(1),
+                    api_key_name: None,
+                    api_key_expires_at: None,
+                },
+                &ApiKey::new("1-abc".into()),
+            )
+            .expect("add");
+        let old_file = written(&mut keyring, dir.path());
+        let mut old = Sealed::parse(&old_file)
+            .expect("parse")
+            .open(&mut first, &passphrase, None)
+            .expect("old opens");
+
+        keyring.rekey(PassphraseChange::Keep).expect("rekey");
+        let new_file = written(&mut keyring, dir.path());
+        // The old master key does not authenticate (so cannot read) the new file.
+        let refreshed = old.refresh(Sealed::parse(&new_file).expect("parse"));
+        assert!(matches!(refreshed, Err(VaultError::Tampered)));
+        // Every unlocker opens the new file, the absent backup token included.
+        for token in [&mut first, &mut backup] {
+            let open = Sealed::parse(&new_file)
+                .expect("parse")
+                .open(token, &passphrase, None)
+                .expect("token opens after rekey");
+            assert_eq!(open.api_key("nas1").expect("key").expose(), "1-abc");
+        }
+        let by_code = Sealed::parse(&new_file)
+            .expect("parse")
+            .open_with_recovery_code(&code)
+            .expect("code opens after rekey");
+        assert!(by_code.opened_with_recovery_code());
+        assert!(matches!(
+            Sealed::parse(&new_file).expect("parse").open(
+                &mut first,
+                &Passphrase::new("q".into()),
+                None
+            ),
+            Err(VaultError::WrongPassphraseOrToken)
+        ));
+    }
+
+    #[test]
+    fn a_passphrase_change_needs_no_token_and_the_last_token_stays() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = Passphrase::new("old".into());
+        let new = Passphrase::new("new".into());
+        let mut token = SoftToken(SecretKey::random(&mut OsRng));
+        let mut keyring = OpenKeyring::create("k", &old, COST, &enrolment(&token)).expect("k");
+        keyring
+            .rekey(PassphraseChange::New(&new, COST))
+            .expect("passwd");
+        let file = written(&mut keyring, dir.path());
+        assert!(Sealed::parse(&file)
+            .expect("parse")
+            .open(&mut token, &old, None)
+            .is_err());
+        let mut opened = Sealed::parse(&file)
+            .expect("parse")
+            .open(&mut token, &new, None)
+            .expect("new passphrase opens");
+        let id = opened.document().unlockers[0].id.clone();
+        assert!(matches!(
+            opened.remove_unlocker(&id),
+            Err(VaultError::LastToken { .. })
+        ));
+        // Opened with the recovery code, nothing can be enrolled until a passphrase is set.
+        let code = opened.new_recovery_code();
+        let file = written(&mut opened, dir.path());
+        let mut recovered = Sealed::parse(&file)
+            .expect("parse")
+            .open_with_recovery_code(&code)
+            .expect("code");
+        let other = SoftToken(SecretKey::random(&mut OsRng));
+        assert!(matches!(
+            recovered.enrol_token(&enrolment(&other)),
+            Err(VaultError::NeedsPassphrase)
+        ));
+        recovered
+            .rekey(PassphraseChange::New(&new, COST))
+            .expect("set passphrase");
+        recovered
+            .enrol_token(&enrolment(&other))
+            .expect("enrol after");
     }
 }

@@ -117,7 +117,17 @@ impl World {
         self.cmd().args(args).output().expect("run nasring")
     }
 
+    /// Where `init_ok` writes the keyring's recovery code.
+    pub fn recovery_code_file(&self) -> PathBuf {
+        self.path("recovery-code")
+    }
+
+    /// `init` at low KDF cost, with the recovery code written to [`World::recovery_code_file`]
+    /// (unless `extra` says `--no-recovery-code`).
     pub fn init_ok(&self, extra: &[&str]) {
+        let code_file = self.recovery_code_file();
+        let _ = std::fs::remove_file(&code_file);
+        let code_file = code_file.to_str().expect("utf8 path").to_string();
         let mut args = vec![
             "init",
             "--name",
@@ -130,6 +140,9 @@ impl World {
             "--kdf-iterations",
             "1",
         ];
+        if !extra.contains(&"--no-recovery-code") {
+            args.extend_from_slice(&["--save-recovery-code", &code_file]);
+        }
         args.extend_from_slice(extra);
         let out = self.run(&args);
         assert_ok(&out, "init");
