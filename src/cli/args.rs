@@ -44,6 +44,15 @@ pub struct GlobalArgs {
     /// Use this token instead of the enrolled one found first (pkcs11:… or piv:…)
     #[arg(long = "use-token", global = true, value_name = "URI")]
     pub use_token: Option<String>,
+    /// Seconds to wait for a PIV card or YubiKey that is not inserted
+    #[arg(
+        long,
+        global = true,
+        env = "NASRING_CARD_WAIT",
+        default_value_t = 15,
+        value_name = "SECONDS"
+    )]
+    pub card_wait: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,6 +79,8 @@ pub enum Command {
     Reset(ResetArgs),
     /// Show the keyring: name, unlockers, unlock policy, number of systems
     Info,
+    /// Work with security tokens: make a key on one
+    Token(TokenArgs),
     /// Print shell completions
     Completions(CompletionsArgs),
     /// Write the man pages
@@ -212,6 +223,53 @@ pub struct ResetArgs {
     /// Do not ask for the keyring name
     #[arg(long)]
     pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    pub command: TokenCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a P-256 key-agreement key on a token (PIV slot 9D by default)
+    Keygen(KeygenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// The token and slot (piv:… or pkcs11:…)
+    #[arg(long, value_name = "URI")]
+    pub token: String,
+    /// When the card asks for the PIN: once per session, or before every use (PIV)
+    #[arg(long, value_enum, default_value_t = PinPolicyArg::Once)]
+    pub pin_policy: PinPolicyArg,
+    /// When the card asks for a touch: never, cached for 15 seconds, or every use (YubiKey)
+    #[arg(long, value_enum, default_value_t = TouchPolicyArg::Never)]
+    pub touch_policy: TouchPolicyArg,
+    /// Replace a key that is already in the slot (the old key is lost for good)
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Replace a factory management key by a random one stored under the PIN, without asking
+    #[arg(long, conflicts_with = "keep_default_management_key")]
+    pub protect_management_key: bool,
+    /// Keep a factory management key, without asking
+    #[arg(long)]
+    pub keep_default_management_key: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PinPolicyArg {
+    Once,
+    Always,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TouchPolicyArg {
+    Never,
+    Cached,
+    Always,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

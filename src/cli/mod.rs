@@ -10,6 +10,7 @@ mod open;
 mod output;
 pub mod prompt;
 mod systems;
+mod token;
 
 use std::path::PathBuf;
 
@@ -66,6 +67,8 @@ pub struct Context<'a> {
     pub json: bool,
     pub secrets: SecretSources,
     pub use_token: Option<String>,
+    /// How long to wait for a PIV card that is not inserted.
+    pub card_wait: std::time::Duration,
     pub ui: &'a mut dyn Prompter,
 }
 
@@ -87,6 +90,7 @@ impl<'a> Context<'a> {
                 pin_file: global.pin_file.clone(),
             },
             use_token: global.use_token.clone(),
+            card_wait: std::time::Duration::from_secs(global.card_wait),
             ui,
         })
     }
@@ -112,6 +116,7 @@ pub fn run(cli: Cli, ui: &mut dyn Prompter) -> Result<(), CliError> {
         Command::Status(a) => check::check(&mut ctx, a),
         Command::Trust(a) => add::trust(&mut ctx, a),
         Command::Login(a) => add::login(&mut ctx, a),
+        Command::Token(a) => token::run(&mut ctx, a),
         Command::Completions(_) | Command::Man(_) => Ok(()),
     }
 }

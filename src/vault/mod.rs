@@ -392,6 +392,8 @@ pub struct TokenEnrolment {
     pub serial: Option<String>,
     pub public_key: PublicKey,
     pub separate_pin: bool,
+    /// The token's proof that the key was made inside it, as checked at enrolment.
+    pub attestation: Option<String>,
 }
 
 /// An authenticated, open keyring. Holds the master key until dropped.
@@ -504,6 +506,7 @@ impl OpenKeyring {
                 serial: token.serial.clone(),
                 public_key: encoded,
                 separate_pin: token.separate_pin,
+                attestation: token.attestation.clone(),
             },
             ephemeral_public_key: format::b64(p256::EncodedPoint::from(&ephemeral).as_bytes()),
             nonce: format::b64(&nonce),
