@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod soft_token;
+pub mod virtual_piv;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

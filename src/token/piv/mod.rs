@@ -258,7 +258,7 @@ impl Token for PivToken {
             None => format!("{name} in {}, slot {}", self.card.reader, self.slot_name()),
         };
         TokenInfo {
-            uri: self.uri.for_card(self.serial).to_string(),
+            uri: self.uri.for_card().to_string(),
             label,
             serial: self.serial.map(|s| s.to_string()),
         }

@@ -85,11 +85,12 @@ impl PivUri {
             && self.serial.is_none_or(|s| serial == Some(s))
     }
 
-    /// The URI to record for a card: its serial where it has one, never the reader (reader
-    /// names change with the USB port and the order of plugging in).
-    pub fn for_card(&self, serial: Option<u32>) -> PivUri {
+    /// The URI to record for a card: the slot, and a serial only where the user named one.
+    /// Never the reader, whose name changes with the USB port and the order of plugging in:
+    /// the card is found again by the public key the keyring records.
+    pub fn for_card(&self) -> PivUri {
         PivUri {
-            serial: serial.or(self.serial),
+            serial: self.serial,
             reader: None,
             slot: self.slot,
         }
@@ -147,10 +148,7 @@ mod tests {
         assert_eq!(PivUri::parse(&uri.to_string()).expect("reparse"), uri);
         assert!(uri.admits("Yubico YubiKey OTP+FIDO+CCID 00 00", Some(123)));
         assert!(!uri.admits("Yubico YubiKey OTP+FIDO+CCID 00 00", Some(124)));
-        assert_eq!(
-            uri.for_card(Some(123)).to_string(),
-            "piv:serial=123;slot=9a"
-        );
+        assert_eq!(uri.for_card().to_string(), "piv:serial=123;slot=9a");
     }
 
     #[test]
