@@ -295,3 +295,41 @@ fn base64_decode(s: &str) -> Vec<u8> {
         .decode(s)
         .expect("base64")
 }
+
+#[test]
+fn a_card_held_exclusively_by_another_program_is_named_with_its_remedy() {
+    let Some(_cards) = cards(1) else { return };
+    let w = PivWorld::new();
+    w.keygen_ok("piv:");
+    w.init_ok("piv:");
+    let ctx = pcsc::Context::establish(pcsc::Scope::User).expect("pcsc");
+    let reader = std::ffi::CString::new(common::virtual_piv::READERS[0]).expect("name");
+    let held = ctx
+        .connect(&reader, pcsc::ShareMode::Exclusive, pcsc::Protocols::ANY)
+        .expect("hold the card exclusively");
+    let out = unlock(&w);
+    assert_code(&out, 1, "unlock while another program holds the card");
+    let err = stderr(&out);
+    assert!(err.contains("held exclusively by another program"), "{err}");
+    assert!(err.contains("gpgconf --kill scdaemon"), "{err}");
+    drop(held);
+    assert_ok(&unlock(&w), "unlock once the card is free");
+}
+
+#[test]
+fn pcscd_not_running_has_its_own_message() {
+    let Some(_cards) = cards(1) else { return };
+    let w = PivWorld::new();
+    // A client whose pcscd socket is missing sees what it sees when pcscd is stopped.
+    let gone = w.tmp.path().join("no-pcscd.comm");
+    let out = w
+        .cmd()
+        .args(["token", "keygen", "--token", "piv:"])
+        .env("PCSCLITE_CSOCK_NAME", &gone)
+        .output()
+        .expect("run");
+    assert_code(&out, 1, "keygen without pcscd");
+    let err = stderr(&out);
+    assert!(err.contains("pcscd) is not running"), "{err}");
+    assert!(err.contains("systemctl start pcscd"), "{err}");
+}
