@@ -97,6 +97,7 @@ impl Service {
         let card = Card {
             card: Some(card),
             reader: reader.to_string(),
+            sent: std::cell::Cell::new(0),
         };
         match card.command(0x00, 0xA4, 0x04, 0x00, &PIV_AID) {
             Ok(r) if r.sw == Sw::OK => Ok(ReaderState::Card(card)),
@@ -119,6 +120,8 @@ impl Service {
 pub struct Card {
     card: Option<pcsc::Card>,
     pub reader: String,
+    /// Commands sent to the card, continuations included (for the benchmark).
+    pub sent: std::cell::Cell<u32>,
 }
 
 impl Card {
@@ -161,6 +164,7 @@ impl Card {
             detail: "the connection was closed".into(),
         })?;
         let mut buf = Zeroizing::new(vec![0u8; pcsc::MAX_BUFFER_SIZE_EXTENDED]);
+        self.sent.set(self.sent.get() + 1);
         let reply = card.transmit(apdu, &mut buf).map_err(|e| match e {
             pcsc::Error::RemovedCard | pcsc::Error::NoSmartcard => TokenError::TokenNotFound {
                 uri: self.reader.clone(),

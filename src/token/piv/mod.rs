@@ -80,6 +80,11 @@ impl PivToken {
         }
     }
 
+    /// How many commands this token has sent to its card, continuations included.
+    pub fn card_commands(&self) -> u32 {
+        self.card.sent.get()
+    }
+
     fn is_yubikey(&self) -> bool {
         self.version.is_some()
     }
