@@ -333,3 +333,58 @@ fn pcscd_not_running_has_its_own_message() {
     assert!(err.contains("pcscd) is not running"), "{err}");
     assert!(err.contains("systemctl start pcscd"), "{err}");
 }
+
+#[test]
+fn keygen_moves_a_factory_management_key_under_the_pin() {
+    let Some(_cards) = cards(1) else { return };
+    let w = PivWorld::new();
+    let out = w.run(&[
+        "--json",
+        "token",
+        "keygen",
+        "--token",
+        "piv:",
+        "--protect-management-key",
+    ]);
+    assert_ok(&out, "keygen --protect-management-key");
+    assert!(
+        stderr(&out).contains("factory management key"),
+        "{}",
+        text(&out)
+    );
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(made["management_key"], "moved to a PIN-protected key");
+
+    // The factory key no longer works, and nasring finds the new one under the PIN.
+    let again = w.run(&[
+        "--json",
+        "token",
+        "keygen",
+        "--token",
+        "piv:",
+        "--overwrite",
+    ]);
+    assert_ok(&again, "keygen with the PIN-protected management key");
+    assert!(
+        !stderr(&again).contains("factory management key"),
+        "{}",
+        text(&again)
+    );
+    let made: serde_json::Value = serde_json::from_slice(&again.stdout).expect("json");
+    assert_eq!(made["management_key"], "not the factory default");
+}
+
+#[test]
+fn without_a_terminal_keygen_keeps_a_factory_management_key_and_names_the_flag() {
+    let Some(_cards) = cards(1) else { return };
+    let w = PivWorld::new();
+    let out = w.run(&["--json", "token", "keygen", "--token", "piv:"]);
+    assert_ok(&out, "keygen");
+    assert!(
+        stderr(&out).contains("--protect-management-key"),
+        "{}",
+        text(&out)
+    );
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(made["management_key"], "factory default");
+}
