@@ -35,7 +35,12 @@ pub fn find(uri: &PivUri, want: &mut Find<'_>) -> Result<PivToken, TokenError> {
             return Ok(scan.found.remove(0));
         }
         if scan.found.len() > 1 {
-            return Err(several(uri, &scan));
+            let err = several(uri, &scan);
+            // None of them was used: leave them as they were.
+            for token in &mut scan.found {
+                token.card.release_in_place();
+            }
+            return Err(err);
         }
         if let Some(reader) = scan.busy.first() {
             return Err(TokenError::CardBusy {
