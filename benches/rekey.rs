@@ -24,6 +24,7 @@ fn enrolment(n: usize) -> TokenEnrolment {
         serial: None,
         public_key: SecretKey::random(&mut OsRng).public_key(),
         separate_pin: false,
+        attestation: None,
     }
 }
 

@@ -98,6 +98,7 @@ fn make_keyring(dir: &Path, uri: &str, systems: usize) -> Vault {
         serial: None,
         public_key,
         separate_pin: false,
+        attestation: None,
     };
     let vault = Vault::at(dir.join(format!("k{systems}.nasring")));
     let lock = vault.lock_for_create().expect("lock");

@@ -140,6 +140,7 @@ fn compute() -> (Value, Vec<u8>) {
                         p256::EncodedPoint::from(token.public_key()).as_bytes(),
                     ),
                     separate_pin: false,
+                    attestation: None,
                 }),
                 ephemeral_public_key: format::b64(
                     p256::EncodedPoint::from(ephemeral.public_key()).as_bytes(),

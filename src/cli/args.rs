@@ -51,6 +51,15 @@ pub struct GlobalArgs {
     /// Open the keyring with the recovery code, asked, instead of a token and passphrase
     #[arg(long, global = true, conflicts_with_all = ["use_token", "recovery_code_file"])]
     pub recovery_code: bool,
+    /// Seconds to wait for a PIV card or YubiKey that is not inserted
+    #[arg(
+        long,
+        global = true,
+        env = "NASRING_CARD_WAIT",
+        default_value_t = 15,
+        value_name = "SECONDS"
+    )]
+    pub card_wait: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,6 +167,8 @@ pub enum TokenCommand {
     List,
     /// Remove a token (or the recovery code) by its id; the last token cannot be removed
     Remove(TokenRemoveArgs),
+    /// Make a P-256 key-agreement key on a token (PIV slot 9D by default)
+    Keygen(KeygenArgs),
 }
 
 #[derive(Debug, Args)]
@@ -440,6 +451,41 @@ pub struct ResetArgs {
     pub revoke: bool,
     #[command(flatten)]
     pub net: NetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// The token and slot (piv:… or pkcs11:…)
+    #[arg(long, value_name = "URI")]
+    pub token: String,
+    /// When the card asks for the PIN: once per session, or before every use (PIV)
+    #[arg(long, value_enum, default_value_t = PinPolicyArg::Once)]
+    pub pin_policy: PinPolicyArg,
+    /// When the card asks for a touch: never, cached for 15 seconds, or every use (YubiKey)
+    #[arg(long, value_enum, default_value_t = TouchPolicyArg::Never)]
+    pub touch_policy: TouchPolicyArg,
+    /// Replace a key that is already in the slot (the old key is lost for good)
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Replace a factory management key by a random one stored under the PIN, without asking
+    #[arg(long, conflicts_with = "keep_default_management_key")]
+    pub protect_management_key: bool,
+    /// Keep a factory management key, without asking
+    #[arg(long)]
+    pub keep_default_management_key: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PinPolicyArg {
+    Once,
+    Always,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TouchPolicyArg {
+    Never,
+    Cached,
+    Always,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -8,7 +8,9 @@ use super::prompt::NewPassphrasePolicy;
 use super::unlockers::{deliver_recovery_code, discard_code_file, CodeDestination};
 use super::{status_cache_path, CliError, Context};
 use crate::secret::{Passphrase, Pin};
-use crate::token::{self, KeygenOptions, Token, TokenUri};
+use tracing::debug;
+
+use crate::token::{self, Attestation, KeygenOptions, Token, TokenUri};
 use crate::vault::crypto::{self, KdfCost};
 use crate::vault::{check_name, Document, OpenKeyring, TokenEnrolment};
 
@@ -20,7 +22,14 @@ pub fn init(ctx: &mut Context, args: InitArgs) -> Result<(), CliError> {
     }
     check_code_destination(ctx, &args)?;
     let uri = TokenUri::parse(&args.token)?;
-    let mut tok = token::open(&uri)?;
+    let mut tok = super::open::open_token(ctx, &uri, None)?;
+    let separate_pin = args.separate_pin || tok.pin_must_differ();
+    if separate_pin && !args.separate_pin {
+        ctx.ui.notice(
+            "This token's PIN (6 to 8 characters) cannot be the passphrase: it is asked \
+             separately, after the passphrase.",
+        );
+    }
     let passphrase = ctx.secrets.new_passphrase(
         ctx.ui,
         NewPassphrasePolicy {
@@ -28,10 +37,14 @@ pub fn init(ctx: &mut Context, args: InitArgs) -> Result<(), CliError> {
         },
         &[args.name.as_str(), "nasring", "truenas"],
     )?;
-    let pin = init_pin(ctx, tok.as_mut(), &args, &passphrase)?;
+    let pin = init_pin(ctx, tok.as_mut(), separate_pin, &passphrase)?;
     tok.login(&pin)?;
     let public_key = token_key(ctx, tok.as_mut(), &args)?;
+    if let Some(hint) = tok.touch_hint() {
+        ctx.ui.notice(&hint);
+    }
     prove_agreement(tok.as_mut(), &public_key)?;
+    let attestation = check_attestation(ctx, tok.as_mut())?;
     let info = tok.info();
     let enrolment = TokenEnrolment {
         backend: uri.kind().into(),
@@ -39,7 +52,8 @@ pub fn init(ctx: &mut Context, args: InitArgs) -> Result<(), CliError> {
         label: info.label.clone(),
         serial: info.serial.clone(),
         public_key,
-        separate_pin: args.separate_pin,
+        separate_pin,
+        attestation,
     };
     let lock = ctx.vault.lock_for_create()?;
     let mut keyring = OpenKeyring::create(&args.name, &passphrase, cost, &enrolment)?;
@@ -96,14 +110,36 @@ fn kdf_cost(args: &InitArgs) -> Result<KdfCost, CliError> {
     Ok(cost)
 }
 
+/// Checks the token's proof that its key was made inside it, where it offers one: a proof
+/// that does not hold stops `init`; the text of one that holds is recorded.
+pub fn check_attestation(
+    ctx: &mut Context,
+    tok: &mut dyn Token,
+) -> Result<Option<String>, CliError> {
+    match tok.attestation() {
+        Attestation::Proven(text) => {
+            ctx.ui.notice(&format!("Key attestation: {text}."));
+            Ok(Some(text))
+        }
+        Attestation::NotOffered(why) => {
+            debug!(why, "no key attestation");
+            Ok(None)
+        }
+        Attestation::Refuted(why) => Err(CliError::Failed(format!(
+            "the token's proof that its key was made inside it does not hold: {why}.\n\
+             Do not use this key; make a new one on the card with nasring token keygen --overwrite."
+        ))),
+    }
+}
+
 fn init_pin(
     ctx: &mut Context,
     tok: &mut dyn Token,
-    args: &InitArgs,
+    separate_pin: bool,
     passphrase: &Passphrase,
 ) -> Result<Pin, CliError> {
     let label = tok.info().label;
-    super::open::pin_for(ctx, tok, &label, args.separate_pin, passphrase)?
+    super::open::pin_for(ctx, tok, &label, separate_pin, passphrase)?
         .ok_or_else(|| CliError::Failed("no PIN for the token".into()))
 }
 
@@ -179,6 +215,7 @@ struct UnlockerView {
     serial: Option<String>,
     fingerprint: String,
     separate_pin: bool,
+    attestation: Option<String>,
     added_at: String,
 }
 
@@ -210,6 +247,7 @@ fn unlocker_views(doc: &Document) -> Vec<UnlockerView> {
                     .map(|t| fingerprint_of(&t.public_key))
                     .unwrap_or_else(|| "-".into()),
                 separate_pin: t.is_some_and(|t| t.separate_pin),
+                attestation: t.and_then(|t| t.attestation.clone()),
                 added_at: u.added_at.clone(),
             }
         })
@@ -287,13 +325,16 @@ fn print_info(view: &InfoView) -> Result<(), CliError> {
             continue;
         }
         text.push_str(&format!(
-            "  {}  {} {}  {}{}\n      {}\n",
+            "  {}  {} {}  {}{}\n      {}\n      attestation: {}\n",
             u.id,
             u.backend,
             u.token,
             u.fingerprint,
             if u.separate_pin { "  (own PIN)" } else { "" },
-            u.uri
+            u.uri,
+            u.attestation
+                .as_deref()
+                .unwrap_or("none (the token offered no proof that the key was made inside it)")
         ));
     }
     output::say(text.trim_end())

@@ -13,6 +13,7 @@ pub mod prompt;
 mod rotate;
 mod scripts;
 mod systems;
+mod token;
 mod unlockers;
 
 use std::path::PathBuf;
@@ -72,6 +73,8 @@ pub struct Context<'a> {
     pub json: bool,
     pub secrets: SecretSources,
     pub use_token: Option<String>,
+    /// How long to wait for a PIV card that is not inserted.
+    pub card_wait: std::time::Duration,
     pub ui: &'a mut dyn Prompter,
 }
 
@@ -95,6 +98,7 @@ impl<'a> Context<'a> {
                 ask_recovery_code: global.recovery_code,
             },
             use_token: global.use_token.clone(),
+            card_wait: std::time::Duration::from_secs(global.card_wait),
             ui,
         })
     }

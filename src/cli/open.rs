@@ -5,7 +5,7 @@ use tracing::debug;
 use super::prompt::pin_warning;
 use super::{CliError, Context};
 use crate::secret::{Passphrase, Pin, RecoveryCode};
-use crate::token::{self, Token, TokenError, TokenUri};
+use crate::token::{self, Find, Token, TokenError, TokenUri};
 use crate::vault::{KeyringLock, OpenKeyring, Sealed, TokenRecord, Unlocker, VaultError};
 
 /// The token to open the keyring with, and the unlocker it matches.
@@ -15,10 +15,30 @@ struct Chosen {
     separate_pin: bool,
 }
 
+/// Opens the token `uri` names, holding `key` if given; waits for a PIV card that is not
+/// inserted, and says so.
+pub fn open_token(
+    ctx: &mut Context,
+    uri: &TokenUri,
+    key: Option<&p256::PublicKey>,
+) -> Result<Box<dyn Token>, TokenError> {
+    let wait = ctx.card_wait;
+    let ui = &mut *ctx.ui;
+    let mut notify = |text: &str| ui.notice(text);
+    token::open_with(
+        uri,
+        &mut Find {
+            key,
+            wait,
+            notify: &mut notify,
+        },
+    )
+}
+
 /// Opens the first enrolled token that is present (or the one named by --use-token).
-fn choose_token(ctx: &Context, sealed: &Sealed) -> Result<Chosen, CliError> {
-    if let Some(uri) = &ctx.use_token {
-        let mut tok = token::open(&TokenUri::parse(uri)?)?;
+fn choose_token(ctx: &mut Context, sealed: &Sealed) -> Result<Chosen, CliError> {
+    if let Some(uri) = ctx.use_token.clone() {
+        let mut tok = open_token(ctx, &TokenUri::parse(&uri)?, None)?;
         let key = tok.public_key()?;
         let unlocker = sealed.unlocker_for(&key);
         return Ok(Chosen {
@@ -38,7 +58,7 @@ fn choose_token(ctx: &Context, sealed: &Sealed) -> Result<Chosen, CliError> {
             missing.push(format!("{} (with --use-token URI)", record.label));
             continue;
         }
-        match open_enrolled(record) {
+        match open_enrolled(ctx, record) {
             Ok(Found::Enrolled(tok)) => {
                 return Ok(Chosen {
                     token: tok,
@@ -104,9 +124,12 @@ fn token_unlockers(sealed: &Sealed) -> impl Iterator<Item = (&Unlocker, &TokenRe
         .filter_map(|u| u.token.as_ref().map(|t| (u, t)))
 }
 
-fn open_enrolled(record: &TokenRecord) -> Result<Found, TokenError> {
+fn open_enrolled(ctx: &mut Context, record: &TokenRecord) -> Result<Found, TokenError> {
     let uri = TokenUri::parse(&record.uri)?;
-    let mut tok = token::open(&uri)?;
+    let recorded = crate::vault::format::unb64("public key", &record.public_key)
+        .ok()
+        .and_then(|raw| p256::PublicKey::from_sec1_bytes(&raw).ok());
+    let mut tok = open_token(ctx, &uri, recorded.as_ref())?;
     // The URI can match a different token with the same label: compare the key too.
     let key = tok.public_key()?;
     if sealed_key_matches(record, &key) {
@@ -131,11 +154,7 @@ pub fn pin_for(
 ) -> Result<Option<Pin>, CliError> {
     let status = token.pin_status()?;
     if status.locked {
-        return Err(TokenError::PinLocked {
-            remedy: "Unblock the token's PIN with its PUK or security officer PIN, then try again."
-                .into(),
-        }
-        .into());
+        return Err(pin_locked().into());
     }
     if !separate {
         if let Some(w) = pin_warning(&status) {
@@ -166,6 +185,16 @@ fn ask_recovery_code(ctx: &mut Context) -> Result<RecoveryCode, CliError> {
     let sealed = ctx.vault.load()?;
     let name = sealed.document().name.clone();
     ctx.secrets.recovery_code(ctx.ui, &name)
+}
+
+/// A blocked PIN, with the way out; no try is spent to learn it.
+pub fn pin_locked() -> TokenError {
+    TokenError::PinLocked {
+        remedy: "Unblock it with the PUK (YubiKey: ykman piv access unblock-pin, or \
+                 yubico-piv-tool -a unblock-pin) or, on a PKCS#11 token, with the security \
+                 officer PIN; then try again."
+            .into(),
+    }
 }
 
 /// Asks the passphrase for the keyring as it is on disk now (nothing locked while asking).
@@ -244,6 +273,9 @@ fn unlock_with_token(
         chosen.separate_pin,
         passphrase,
     )?;
+    if let Some(hint) = chosen.token.touch_hint() {
+        ctx.ui.notice(&hint);
+    }
     let keyring = sealed.open(chosen.token.as_mut(), passphrase, pin.as_ref())?;
     for warning in chosen.token.warnings() {
         ctx.ui.notice(&format!("Warning: {warning}"));

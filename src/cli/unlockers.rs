@@ -24,6 +24,7 @@ pub fn token(ctx: &mut Context, command: TokenCommand) -> Result<(), CliError> {
         TokenCommand::Add(a) => token_add(ctx, a),
         TokenCommand::List => token_list(ctx),
         TokenCommand::Remove(a) => token_remove(ctx, a),
+        TokenCommand::Keygen(a) => super::token::keygen(ctx, a),
     }
 }
 
@@ -150,9 +151,10 @@ fn enrol_present(
     passphrase: &Passphrase,
 ) -> Result<TokenEnrolment, CliError> {
     let uri = TokenUri::parse(uri_text)?;
-    let mut tok = token::open(&uri)?;
+    let mut tok = super::open::open_token(ctx, &uri, None)?;
     let label = tok.info().label;
-    let pin = pin_for(ctx, tok.as_mut(), &label, args.separate_pin, passphrase)?
+    let separate_pin = args.separate_pin || tok.pin_must_differ();
+    let pin = pin_for(ctx, tok.as_mut(), &label, separate_pin, passphrase)?
         .ok_or_else(|| CliError::Failed("no PIN for the token".into()))?;
     tok.login(&pin)?;
     let public_key = if args.generate_key {
@@ -164,6 +166,7 @@ fn enrol_present(
         ctx.ui.notice(&format!("Warning: {warning}"));
     }
     prove_agreement(tok.as_mut(), &public_key)?;
+    let attestation = super::keyring::check_attestation(ctx, tok.as_mut())?;
     let info = tok.info();
     Ok(TokenEnrolment {
         backend: uri.kind().into(),
@@ -171,7 +174,8 @@ fn enrol_present(
         label: args.label.clone().unwrap_or(info.label),
         serial: info.serial,
         public_key,
-        separate_pin: args.separate_pin,
+        separate_pin,
+        attestation,
     })
 }
 
@@ -196,6 +200,7 @@ fn enrol_absent(args: &TokenAddArgs, path: &Path) -> Result<TokenEnrolment, CliE
         serial: None,
         public_key,
         separate_pin: args.separate_pin,
+        attestation: None,
     })
 }
 

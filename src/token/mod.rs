@@ -7,6 +7,7 @@ pub mod piv;
 pub mod pkcs11;
 
 use std::fmt;
+use std::time::Duration;
 
 use p256::PublicKey;
 use sha2::{Digest, Sha256};
@@ -83,6 +84,38 @@ pub struct KeygenOptions {
     pub touch_policy: Option<String>,
     /// Replace a key that is already there.
     pub overwrite: bool,
+    /// PIV (YubiKey) only: when the card still has the factory management key, replace it
+    /// by a random one stored on the card under the PIN.
+    pub protect_management_key: bool,
+}
+
+/// Whether the token can prove that its key was made inside it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attestation {
+    /// The proof was checked; the text says by whom.
+    Proven(String),
+    /// The token offers no proof for this key; the text says why.
+    NotOffered(String),
+    /// The token offered a proof that does not hold.
+    Refuted(String),
+}
+
+/// Whether the token still has factory credentials; `None` where it cannot tell.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AdminStatus {
+    pub default_pin: Option<bool>,
+    pub default_puk: Option<bool>,
+    pub default_management_key: Option<bool>,
+}
+
+/// How to look for a token: the key it must hold, and how long to wait for it.
+pub struct Find<'a> {
+    /// Only a token holding this key will do (the one a keyring records).
+    pub key: Option<&'a PublicKey>,
+    /// How long to wait for a card that is not inserted (PIV only).
+    pub wait: Duration,
+    /// Told once when the wait starts, with what to insert.
+    pub notify: &'a mut dyn FnMut(&str),
 }
 
 /// A token with one P-256 key that can do key agreement.
@@ -123,13 +156,50 @@ pub trait Token {
     fn is_present(&mut self) -> bool {
         self.public_key().is_ok()
     }
+
+    /// True when the token's PIN cannot be the passphrase (a PIV PIN is 6 to 8 characters).
+    fn pin_must_differ(&self) -> bool {
+        false
+    }
+
+    /// What to tell the user before a key agreement that may wait for a touch.
+    fn touch_hint(&mut self) -> Option<String> {
+        None
+    }
+
+    /// Asks the token to prove that its key was made inside it.
+    fn attestation(&mut self) -> Attestation {
+        Attestation::NotOffered("the token offers no attestation".into())
+    }
+
+    /// Which factory credentials the token still has.
+    fn admin_status(&mut self) -> AdminStatus {
+        AdminStatus::default()
+    }
 }
 
 /// Opens the token that `uri` names. No PIN is asked or used here.
 pub fn open(uri: &TokenUri) -> Result<Box<dyn Token>, TokenError> {
     match uri {
         TokenUri::Pkcs11(u) => Ok(Box::new(pkcs11::Pkcs11Token::open(u)?)),
-        TokenUri::Piv(u) => Ok(Box::new(piv::PivToken::open(u)?)),
+        TokenUri::Piv(u) => {
+            let mut quiet = |_: &str| {};
+            let mut want = Find {
+                key: None,
+                wait: Duration::ZERO,
+                notify: &mut quiet,
+            };
+            Ok(Box::new(piv::find(u, &mut want)?))
+        }
+    }
+}
+
+/// Opens the token that `uri` names and that holds `want.key`, waiting for a PIV card
+/// as `want` says. No PIN is asked or used here.
+pub fn open_with(uri: &TokenUri, want: &mut Find<'_>) -> Result<Box<dyn Token>, TokenError> {
+    match uri {
+        TokenUri::Pkcs11(u) => Ok(Box::new(pkcs11::Pkcs11Token::open(u)?)),
+        TokenUri::Piv(u) => Ok(Box::new(piv::find(u, want)?)),
     }
 }
 
@@ -178,6 +248,21 @@ pub enum TokenError {
         "the token did not confirm presence in time: touch the key when it blinks, then try again"
     )]
     TouchTimeout,
+    #[error(
+        "the smart card service (pcscd) is not running.\n\
+         Start it: sudo systemctl start pcscd.socket (install it with apt-get install pcscd)."
+    )]
+    ServiceNotRunning,
+    #[error(
+        "no smart card reader is connected (a YubiKey is its own reader).\n\
+         Plug in the YubiKey or the card reader, then try again."
+    )]
+    NoReader,
+    #[error(
+        "the card in {reader} is held exclusively by another program.\n\
+         Close that program (for GnuPG: gpgconf --kill scdaemon), then try again."
+    )]
+    CardBusy { reader: String },
     #[error("{0}")]
     Unavailable(String),
     #[error("the token failed during {operation}: {detail}")]

@@ -80,6 +80,10 @@ pub struct TokenRecord {
     pub public_key: String,
     /// The token PIN is the passphrase (false) or a separate PIN (true).
     pub separate_pin: bool,
+    /// How the token proved its key was made inside it, checked at enrolment (absent when
+    /// it offered no proof).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<String>,
 }
 
 /// One TrueNAS system and its API key.

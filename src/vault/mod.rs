@@ -481,6 +481,8 @@ pub struct TokenEnrolment {
     pub serial: Option<String>,
     pub public_key: PublicKey,
     pub separate_pin: bool,
+    /// The token's proof that the key was made inside it, as checked at enrolment.
+    pub attestation: Option<String>,
 }
 
 /// The passphrase's part of an open keyring: Argon2id of it, and the key it unmasks.
@@ -623,6 +625,7 @@ impl OpenKeyring {
             serial: token.serial.clone(),
             public_key: encoded,
             separate_pin: token.separate_pin,
+            attestation: token.attestation.clone(),
         };
         let unlocker = self.wrap_token(id.clone(), now(), record)?;
         self.document.unlockers.push(unlocker);
@@ -1088,6 +1091,7 @@ mod tests {
             serial: None,
             public_key: token.0.public_key(),
             separate_pin: false,
+            attestation: None,
         }
     }
 

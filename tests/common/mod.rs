@@ -5,6 +5,7 @@
 
 pub mod double;
 pub mod soft_token;
+pub mod virtual_piv;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

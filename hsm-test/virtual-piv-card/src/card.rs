@@ -20,7 +20,9 @@ use crate::platform::Client;
 const BUFFER_LEN: usize = 7609;
 
 /// The full PIV application identifier (NIST SP 800-73-4, part 1, 2.2).
-const PIV_AID: [u8; 11] = [0xA0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10, 0x00, 0x01, 0x00];
+const PIV_AID: [u8; 11] = [
+    0xA0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10, 0x00, 0x01, 0x00,
+];
 
 /// The shortest prefix of the identifier clients use: the registered application provider.
 const PIV_RID_LEN: usize = 5;
@@ -33,8 +35,8 @@ pub const FIRMWARE_VERSION: [u8; 3] = [5, 4, 3];
 
 /// The ATR of a YubiKey 5 (CCID), so that tools that look at it treat the card alike.
 const ATR: &[u8] = &[
-    0x3B, 0xFD, 0x13, 0x00, 0x00, 0x81, 0x31, 0xFE, 0x15, 0x80, 0x73, 0xC0, 0x21, 0xC0, 0x57,
-    0x59, 0x75, 0x62, 0x69, 0x4B, 0x65, 0x79, 0x40,
+    0x3B, 0xFD, 0x13, 0x00, 0x00, 0x81, 0x31, 0xFE, 0x15, 0x80, 0x73, 0xC0, 0x21, 0xC0, 0x57, 0x59,
+    0x75, 0x62, 0x69, 0x4B, 0x65, 0x79, 0x40,
 ];
 
 pub struct Card<'a> {
@@ -152,7 +154,12 @@ impl vpicc::VSmartCard for Card<'_> {
                 (Vec::new(), status)
             }
         };
-        log::debug!("INS {:02X?}: {} bytes, {:?}", apdu.get(1), response.len(), status);
+        log::debug!(
+            "INS {:02X?}: {} bytes, {:?}",
+            apdu.get(1),
+            response.len(),
+            status
+        );
         response.extend_from_slice(&<[u8; 2]>::from(status));
         response
     }
@@ -172,9 +179,8 @@ fn response_limit(command: &Command<BUFFER_LEN>) -> usize {
 fn widen_select(command: &mut Command<BUFFER_LEN>) {
     let is_select_by_name = command.instruction() == Instruction::Select && command.p1 == 0x04;
     let data = command.data();
-    let is_short_piv = data.len() >= PIV_RID_LEN
-        && data.len() < PIV_AID.len()
-        && PIV_AID.starts_with(data);
+    let is_short_piv =
+        data.len() >= PIV_RID_LEN && data.len() < PIV_AID.len() && PIV_AID.starts_with(data);
     if is_select_by_name && is_short_piv {
         let data = command.data_mut();
         data.clear();

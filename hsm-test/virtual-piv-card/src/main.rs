@@ -96,7 +96,9 @@ fn parse_port(text: &str) -> Result<u16, String> {
     match text {
         "35963" => Ok(35963),
         "35964" => Ok(35964),
-        _ => Err(format!("the port must be 35963 or 35964 (vpcd's readers), not {text:?}")),
+        _ => Err(format!(
+            "the port must be 35963 or 35964 (vpcd's readers), not {text:?}"
+        )),
     }
 }
 
@@ -106,7 +108,7 @@ fn run(options: &Options) -> Result<(), String> {
         external: StorageConfig::ram(),
         volatile: StorageConfig::ram(),
     };
-    let (mut vpcd, socket) = connect(options.port)?;
+    let (mut vpcd, mut socket) = connect_patiently(options.port)?;
     eprintln!(
         "virtual-piv-card: card with serial {} inserted into vpcd on 127.0.0.1:{}",
         options.serial, options.port
@@ -125,7 +127,28 @@ fn run(options: &Options) -> Result<(), String> {
         storage.internal.format = false;
         storage.external.format = false;
         storage.volatile.format = true;
-        outcome.map_err(|e| format!("the connection to vpcd ended: {e}"))?;
+        if let Err(e) = outcome {
+            // vpcd drops a card that connects while it still holds the previous one's
+            // socket: insert the card again, keeping its contents.
+            eprintln!("virtual-piv-card: the connection to vpcd ended ({e}); inserting again");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            (vpcd, socket) = connect_patiently(options.port)?;
+        }
+    }
+}
+
+/// Connects to vpcd, trying for a few seconds while it is not (yet) listening.
+fn connect_patiently(port: u16) -> Result<(vpicc::Connection, TcpStream), String> {
+    let mut tries = 0;
+    loop {
+        match connect(port) {
+            Ok(pair) => return Ok(pair),
+            Err(_) if tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
