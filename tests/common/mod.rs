@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod imposter;
 pub mod soft_token;
 
 use std::path::{Path, PathBuf};
