@@ -90,10 +90,28 @@ fn status_refuses_every_imposter_and_sends_the_key_only_behind_the_pin() {
     }
     let before = std::fs::read(&w.vault).expect("vault");
 
-    let mut args = vec!["status", "--json"];
+    for command in ["status", "unlock"] {
+        check_every_imposter(&w, command, &pinned, &unpinned);
+        assert_eq!(
+            std::fs::read(&w.vault).expect("vault"),
+            before,
+            "{command} changed the keyring"
+        );
+    }
+}
+
+/// Runs `command` (`status` or `unlock`) over every imposter at once and checks each report
+/// and what each imposter received.
+fn check_every_imposter(
+    w: &World,
+    command: &str,
+    pinned: &[(Mode, Imposter)],
+    unpinned: &[(Mode, Imposter)],
+) {
+    let mut args = vec![command, "--json"];
     args.extend_from_slice(&NET);
-    let (out, took) = run_bounded(&w, &args);
-    let reports: Vec<Value> = serde_json::from_slice(&out.stdout).expect("status json");
+    let (out, took) = run_bounded(w, &args);
+    let reports: Vec<Value> = serde_json::from_slice(&out.stdout).expect("report json");
     let status_of = |name: &str| -> (String, String) {
         let r = reports
             .iter()
@@ -111,7 +129,7 @@ fn status_refuses_every_imposter_and_sends_the_key_only_behind_the_pin() {
     };
 
     let mut lines = Vec::new();
-    for (mode, imposter) in &pinned {
+    for (mode, imposter) in pinned {
         let (status, detail) = status_of(&format!("pinned-{}", mode.name()));
         let got_key = contains(&imposter.received(), secret());
         lines.push(format!(
@@ -133,7 +151,7 @@ fn status_refuses_every_imposter_and_sends_the_key_only_behind_the_pin() {
             );
         }
     }
-    for (mode, imposter) in &unpinned {
+    for (mode, imposter) in unpinned {
         let (status, detail) = status_of(&format!("other-{}", mode.name()));
         let received = imposter.received();
         lines.push(format!("unpinned {mode:?}: {status} ({detail})"));
@@ -155,13 +173,8 @@ fn status_refuses_every_imposter_and_sends_the_key_only_behind_the_pin() {
     }
     let all = text(&out);
     assert!(!all.contains(secret()), "the key was printed:\n{all}");
-    assert_eq!(
-        std::fs::read(&w.vault).expect("vault"),
-        before,
-        "status changed the keyring"
-    );
     eprintln!(
-        "status over {} imposters took {took:?}\n{}",
+        "{command} over {} imposters took {took:?}\n{}",
         reports.len(),
         lines.join("\n")
     );
