@@ -252,6 +252,50 @@ fn add_sends_no_key_to_a_certificate_other_than_the_pinned_one() {
 }
 
 #[test]
+fn no_password_reaches_a_certificate_other_than_the_trusted_one() {
+    let w = World::with_keyring();
+    let password = "Imposter-must-never-see-this-password";
+    let password_file = w.write("password", &format!("{password}\n"));
+    let genuine = Imposter::start(Mode::Genuine);
+    let imposter = Imposter::start(Mode::Genuine);
+    let url = imposter.url();
+    // A CA that did not issue the imposter's certificate.
+    let ca = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("ca");
+    let ca_file = w.write("ca.pem", &ca.cert.pem());
+    let ca_path = ca_file.to_str().expect("utf8").to_owned();
+    for trust in [
+        ["--tls-fingerprint", genuine.fingerprint.as_str()],
+        ["--tls-ca", ca_path.as_str()],
+    ] {
+        let mut args = vec!["add", "nas", "--url", &url, "--username", "admin"];
+        args.extend(["--password-file", password_file.to_str().expect("utf8")]);
+        args.extend(trust);
+        args.extend_from_slice(&NET);
+        let (out, _) = run_bounded(&w, &args);
+        assert_code(
+            &out,
+            1,
+            &format!("add {trust:?} against another certificate"),
+        );
+        assert!(!text(&out).contains(password), "the password was printed");
+        let err = stderr(&out);
+        assert!(
+            err.contains("not the pinned") || err.contains("not trusted"),
+            "{trust:?}: {err}"
+        );
+    }
+    let received = imposter.received();
+    assert!(
+        !contains(&received, password),
+        "the imposter got the password"
+    );
+    assert!(
+        !contains(&received, "auth.login_ex"),
+        "the imposter got a login"
+    );
+}
+
+#[test]
 fn trust_refuses_an_imposter_and_a_fingerprint_it_does_not_present() {
     let w = World::with_keyring();
     let genuine = Imposter::start(Mode::Genuine);
