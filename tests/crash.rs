@@ -1,4 +1,5 @@
-//! Crash harness: kills `nasring` with SIGKILL at random moments while it changes the keyring,
+//! Crash harness: kills `nasring` with SIGKILL at random moments while it changes the keyring
+//! (add, remove, import),
 //! and after every kill checks that the keyring opens and holds exactly the state before or
 //! the state after the interrupted command.
 //!
@@ -34,8 +35,17 @@ struct State {
 /// One command that changes the keyring.
 #[derive(Clone, Debug)]
 enum Op {
-    Add { name: String },
-    Remove { name: String },
+    Add {
+        name: String,
+    },
+    Remove {
+        name: String,
+    },
+    /// Several systems from an inventory in one command: all of them or none.
+    Import {
+        names: Vec<String>,
+        inventory: PathBuf,
+    },
 }
 
 impl Op {
@@ -58,6 +68,7 @@ impl Op {
                 ]
             }
             Op::Remove { name } => vec!["remove".into(), name.clone()],
+            Op::Import { inventory, .. } => vec!["import".into(), inventory.display().to_string()],
         }
     }
 
@@ -66,6 +77,10 @@ impl Op {
         match self {
             Op::Add { name } => state.systems.insert(name.clone()),
             Op::Remove { name } => state.systems.remove(name),
+            Op::Import { names, .. } => {
+                state.systems.extend(names.iter().cloned());
+                true
+            }
         };
         state
     }
@@ -74,12 +89,16 @@ impl Op {
         match self {
             Op::Add { .. } => "add",
             Op::Remove { .. } => "remove",
+            Op::Import { .. } => "import",
         }
     }
 }
 
-fn next_op(rng: &mut StdRng, state: &State, serial: usize) -> Op {
+fn next_op(w: &World, rng: &mut StdRng, state: &State, serial: usize) -> Op {
     let n = state.systems.len();
+    if n < 10 && rng.gen_bool(0.15) {
+        return import_op(w, serial);
+    }
     if n < 2 || (n < 12 && rng.gen_bool(0.5)) {
         return Op::Add {
             name: format!("sys{serial}"),
@@ -88,6 +107,21 @@ fn next_op(rng: &mut StdRng, state: &State, serial: usize) -> Op {
     let pick = rng.gen_range(0..n);
     let name = state.systems.iter().nth(pick).cloned().unwrap_or_default();
     Op::Remove { name }
+}
+
+fn import_op(w: &World, serial: usize) -> Op {
+    let names: Vec<String> = (0..3).map(|i| format!("imp{serial}-{i}")).collect();
+    let lines: String = names
+        .iter()
+        .map(|name| {
+            let line = serde_json::json!({"name": name, "url": "https://127.0.0.1:9",
+                "username": "admin", "api_key": API_KEY,
+                "tls_fingerprint": format!("sha256:{}", "cd".repeat(32))});
+            format!("{line}\n")
+        })
+        .collect();
+    let inventory = w.write("inventory.jsonl", &lines);
+    Op::Import { names, inventory }
 }
 
 /// Opens the keyring (MAC and every key checked) and returns the systems in it.
@@ -164,6 +198,8 @@ struct Tally {
     after: usize,
     verified: usize,
     token_repairs: usize,
+    /// Per kind of command: interrupted, and of those left in the state after.
+    by_kind: std::collections::BTreeMap<&'static str, (usize, usize)>,
 }
 
 #[test]
@@ -193,7 +229,7 @@ fn sigkill_at_random_moments_leaves_the_state_before_or_after() {
     let start = Instant::now();
 
     for serial in 0..kills {
-        let op = next_op(&mut rng, &state, serial);
+        let op = next_op(&w, &mut rng, &state, serial);
         let after = op.after(&state);
         let delay = window.mul_f64(rng.gen_range(0.0..1.0));
         let mut child = w
@@ -219,6 +255,9 @@ fn sigkill_at_random_moments_leaves_the_state_before_or_after() {
             .unwrap_or_else(|e| {
                 panic!("after {op:?} (seed {seed}) the keyring does not open: {e}")
             });
+        let kind = tally.by_kind.entry(op.kind()).or_default();
+        kind.0 += usize::from(killed);
+        kind.1 += usize::from(killed && names == after.systems);
         if names == after.systems {
             tally.after += 1;
             state = after;
@@ -253,6 +292,9 @@ fn sigkill_at_random_moments_leaves_the_state_before_or_after() {
         tally.after,
         tally.token_repairs
     );
+    for (kind, (killed, after)) in &tally.by_kind {
+        eprintln!("crash harness: {kind}: {killed} killed, {after} of them already committed");
+    }
     assert_eq!(tally.verified, kills);
     assert!(
         tally.kills * 2 >= kills,
