@@ -23,11 +23,29 @@ fn main() -> ExitCode {
     }
 }
 
+/// Libraries whose debug and trace lines quote whole WebSocket frames, TLS records or token
+/// calls, which carry passwords and API keys: they never log below info, whatever RUST_LOG
+/// asks for.
+const QUOTE_PAYLOADS: [&str; 7] = [
+    "tungstenite",
+    "tokio_tungstenite",
+    "rustls",
+    "tokio_rustls",
+    "cryptoki",
+    "pcsc",
+    "yubikey",
+];
+
 /// Quiet unless RUST_LOG says otherwise; logs go to stderr and never carry secrets.
 fn init_logging() {
-    let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG") else {
+    let Ok(mut filter) = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG") else {
         return;
     };
+    for target in QUOTE_PAYLOADS {
+        if let Ok(cap) = format!("{target}=info").parse() {
+            filter = filter.add_directive(cap);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -18,6 +18,9 @@ mod tls;
 mod transport;
 mod url;
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
+
 #[cfg(test)]
 mod fake;
 #[cfg(test)]

@@ -7,7 +7,8 @@ use serde_json::Value;
 
 use super::guard::{self, Transport};
 use super::rpc::RpcChannel;
-use super::{transport, ClientError, Limits, SystemUrl, TlsTrust};
+use super::transport::{self, WsStream};
+use super::{ClientError, Limits, SystemUrl, TlsTrust};
 
 /// An open JSON-RPC connection to a NAS, verified against the trust it was opened with.
 pub struct Session {
@@ -28,12 +29,23 @@ impl Session {
         limits: &Limits,
     ) -> Result<Self, ClientError> {
         let (ws, transport) = transport::open(url, trust, limits).await?;
-        Ok(Self {
+        Ok(Self::on_open(ws, transport, trust, url, limits))
+    }
+
+    /// A session on a WebSocket that is already open.
+    pub(super) fn on_open(
+        ws: WsStream,
+        transport: Transport,
+        trust: &TlsTrust,
+        url: &SystemUrl,
+        limits: &Limits,
+    ) -> Self {
+        Self {
             rpc: RpcChannel::new(ws, *limits),
             transport,
             trust: trust.clone(),
             url: url.clone(),
-        })
+        }
     }
 
     pub fn url(&self) -> &SystemUrl {

@@ -112,10 +112,8 @@ async fn upgrade(
         .ws_endpoint()
         .into_client_request()
         .map_err(|e| ClientError::protocol(format!("the upgrade request cannot be made ({e})")))?;
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(limits.max_message_bytes))
-        .max_frame_size(Some(limits.max_message_bytes));
-    let handshake = tokio_tungstenite::client_async_with_config(request, io, Some(config));
+    let handshake =
+        tokio_tungstenite::client_async_with_config(request, io, Some(ws_config(limits)));
 
     match timeout_at(deadline, handshake).await {
         Err(_) => Err(ClientError::TimedOut {
@@ -124,6 +122,13 @@ async fn upgrade(
         Ok(Err(e)) => Err(upgrade_error(e, limits)),
         Ok(Ok((ws, _response))) => Ok(ws),
     }
+}
+
+/// The WebSocket's bounds: no message or frame larger than the limit.
+pub(super) fn ws_config(limits: &Limits) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(limits.max_message_bytes))
+        .max_frame_size(Some(limits.max_message_bytes))
 }
 
 fn upgrade_error(error: WsError, limits: &Limits) -> ClientError {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod double;
+pub mod imposter;
 pub mod soft_token;
 pub mod virtual_piv;
 

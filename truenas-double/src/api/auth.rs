@@ -486,7 +486,7 @@ fn generate_token(ctx: &Ctx<'_>, params: &[Value]) -> CallResult {
     params::check_count(params, &["ttl", "attrs", "match_origin", "single_use"])?;
     let mut checker = Checker::default();
     let ttl = params
-        .get(0)
+        .first()
         .filter(|v| !v.is_null())
         .map_or(Some(600), |v| checker.integer(v, "ttl"));
     let single_use = params

@@ -283,7 +283,7 @@ mod tests {
     fn request_validation_messages() {
         let check = |text: &str| validate(&serde_json::from_str(text).expect("json"));
         assert_eq!(check(r#"{"method":"a"}"#), Err("Missing 'jsonrpc' member"));
-        assert_eq!(check(r#"{"jsonrpc":"1.0","method":"a"}"#).is_err(), true);
+        assert!(check(r#"{"jsonrpc":"1.0","method":"a"}"#).is_err());
         assert_eq!(
             check(r#"{"jsonrpc":"2.0"}"#),
             Err("Missing 'method' member")
