@@ -122,3 +122,84 @@ fn adders_removers_and_readers_at_once_lose_nothing() {
         want.len()
     );
 }
+
+/// The agent serves keys while other processes add and remove systems: every request it gets
+/// is answered from a whole, authenticated keyring, and the changes are all kept.
+#[test]
+fn the_agent_serves_while_the_keyring_changes() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let w = World::with_keyring();
+    w.write("shared.key", &format!("{API_KEY}\n"));
+    let runtime = w.path("run");
+    std::fs::create_dir(&runtime).expect("runtime folder");
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    assert_ok(&add(&w, "stable"), "add stable");
+    let unlock = w
+        .cmd()
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .args(["unlock", "--offline"])
+        .output()
+        .expect("unlock");
+    assert_ok(&unlock, "unlock with an agent");
+    // Without a passphrase file, only the agent can hand out a key.
+    let through_agent = |args: &[&str]| {
+        w.cmd()
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env("NASRING_PASSPHRASE_FILE", w.path("no-such-file"))
+            .args(args)
+            .output()
+            .expect("run nasring")
+    };
+    let secret = API_KEY.split_once('-').expect("key").1;
+
+    let added: Vec<String> = std::thread::scope(|s| {
+        let changers: Vec<_> = (0..4)
+            .map(|t| {
+                let w = &w;
+                s.spawn(move || {
+                    let mut kept = Vec::new();
+                    for i in 0..4 {
+                        let name = format!("busy{t}-{i}");
+                        assert_ok(&add(w, &name), "add");
+                        if i % 2 == 1 {
+                            assert_ok(&w.run(&["remove", &name]), "remove");
+                        } else {
+                            kept.push(name);
+                        }
+                    }
+                    kept
+                })
+            })
+            .collect();
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    for _ in 0..8 {
+                        let out = through_agent(&["get", "stable"]);
+                        assert_ok(&out, "get through the agent while the file changes");
+                        assert!(stdout(&out).contains(secret), "{}", text(&out));
+                    }
+                })
+            })
+            .collect();
+        for r in readers {
+            r.join().expect("reader");
+        }
+        changers
+            .into_iter()
+            .flat_map(|c| c.join().expect("changer"))
+            .collect()
+    });
+
+    let listed = names(&through_agent(&["list", "--json"]), "list");
+    for name in added.iter().chain(std::iter::once(&"stable".to_string())) {
+        assert!(listed.contains(name), "{name} lost: {listed:?}");
+    }
+    assert_eq!(
+        listed.len(),
+        added.len() + 1,
+        "removed systems stay removed: {listed:?}"
+    );
+    assert_ok(&through_agent(&["lock"]), "lock");
+}

@@ -1,5 +1,5 @@
 //! Crash harness: kills `nasring` with SIGKILL at random moments while it changes the keyring
-//! (add, remove, import),
+//! (add, remove, import, rekey, and rotation of an API key on the TrueNAS test double),
 //! and after every kill checks that the keyring opens and holds exactly the state before or
 //! the state after the interrupted command.
 //!
@@ -46,7 +46,14 @@ enum Op {
         names: Vec<String>,
         inventory: PathBuf,
     },
+    /// A new master key: the same systems, every key encrypted again.
+    Rekey,
+    /// A new API key for [`ROTATING`] on the NAS, then the old one deleted there.
+    Rotate,
 }
+
+/// The system on the TrueNAS test double whose key the harness rotates; never removed.
+const ROTATING: &str = "rotating";
 
 impl Op {
     fn args(&self, w: &World) -> Vec<String> {
@@ -69,6 +76,17 @@ impl Op {
             }
             Op::Remove { name } => vec!["remove".into(), name.clone()],
             Op::Import { inventory, .. } => vec!["import".into(), inventory.display().to_string()],
+            Op::Rekey => vec!["rekey".into()],
+            Op::Rotate => [
+                "rotate",
+                ROTATING,
+                "--connect-timeout",
+                "5",
+                "--deadline",
+                "20",
+            ]
+            .map(String::from)
+            .to_vec(),
         }
     }
 
@@ -81,6 +99,7 @@ impl Op {
                 state.systems.extend(names.iter().cloned());
                 true
             }
+            Op::Rekey | Op::Rotate => true,
         };
         state
     }
@@ -90,12 +109,20 @@ impl Op {
             Op::Add { .. } => "add",
             Op::Remove { .. } => "remove",
             Op::Import { .. } => "import",
+            Op::Rekey => "rekey",
+            Op::Rotate => "rotate",
         }
     }
 }
 
 fn next_op(w: &World, rng: &mut StdRng, state: &State, serial: usize) -> Op {
-    let n = state.systems.len();
+    match rng.gen_range(0..10) {
+        0 => return Op::Rekey,
+        1 => return Op::Rotate,
+        _ => {}
+    }
+    let removable: Vec<&String> = state.systems.iter().filter(|s| *s != ROTATING).collect();
+    let n = removable.len();
     if n < 10 && rng.gen_bool(0.15) {
         return import_op(w, serial);
     }
@@ -104,8 +131,7 @@ fn next_op(w: &World, rng: &mut StdRng, state: &State, serial: usize) -> Op {
             name: format!("sys{serial}"),
         };
     }
-    let pick = rng.gen_range(0..n);
-    let name = state.systems.iter().nth(pick).cloned().unwrap_or_default();
+    let name = removable[rng.gen_range(0..n)].clone();
     Op::Remove { name }
 }
 
@@ -146,27 +172,32 @@ fn observed(w: &World, state: &State) -> Result<BTreeSet<String>, String> {
     Ok(names)
 }
 
-/// How long one command takes when left alone, to spread the kills over its whole run.
-fn calibrate(w: &World, state: &mut State) -> Duration {
-    let mut took = Vec::new();
-    for i in 0..6 {
-        let op = if i % 2 == 0 {
-            Op::Add {
-                name: format!("calibrate{i}"),
-            }
-        } else {
-            Op::Remove {
-                name: format!("calibrate{}", i - 1),
-            }
-        };
-        let start = Instant::now();
-        let out = w.cmd().args(op.args(w)).output().expect("run");
-        assert_ok(&out, op.kind());
-        took.push(start.elapsed());
-        *state = op.after(state);
+/// How long one command of each kind takes when left alone (the median of three runs), to
+/// spread the kills over its whole run.
+fn calibrate(w: &World, state: &mut State) -> std::collections::BTreeMap<&'static str, Duration> {
+    let mut typical = std::collections::BTreeMap::new();
+    let name = |i: usize| format!("calibrate{i}");
+    let kinds: [Box<dyn Fn(usize) -> Op>; 4] = [
+        Box::new(|i| Op::Add { name: name(i) }),
+        Box::new(|i| Op::Remove { name: name(i) }),
+        Box::new(|_| Op::Rekey),
+        Box::new(|_| Op::Rotate),
+    ];
+    for make in &kinds {
+        let mut took = Vec::new();
+        for i in 0..3 {
+            let op = make(i);
+            let start = Instant::now();
+            let out = w.cmd().args(op.args(w)).output().expect("run");
+            assert_ok(&out, op.kind());
+            took.push(start.elapsed());
+            *state = op.after(state);
+        }
+        took.sort();
+        typical.insert(make(0).kind(), took[1]);
     }
-    took.sort();
-    took[took.len() / 2]
+    typical.insert("import", typical["add"]);
+    typical
 }
 
 /// SoftHSM's token file, which a kill during `C_Login` can truncate.
@@ -217,21 +248,23 @@ fn sigkill_at_random_moments_leaves_the_state_before_or_after() {
 
     let w = World::with_keyring();
     w.write("api.key", &format!("{API_KEY}\n"));
+    let nas = common::double::Double::numbered(1);
+    add_rotating(&w, &nas);
     let mut state = State {
-        systems: BTreeSet::new(),
+        systems: BTreeSet::from([ROTATING.to_string()]),
         passphrase_file: w.passphrase_file.clone(),
     };
     let typical = calibrate(&w, &mut state);
     let token = token_file(&w);
     let mut good_token = std::fs::read(&token).expect("token file");
-    let window = typical.mul_f64(1.2);
     let mut tally = Tally::default();
     let start = Instant::now();
 
     for serial in 0..kills {
         let op = next_op(&w, &mut rng, &state, serial);
         let after = op.after(&state);
-        let delay = window.mul_f64(rng.gen_range(0.0..1.0));
+        let file_before = std::fs::read(&w.vault).expect("keyring file");
+        let delay = typical[op.kind()].mul_f64(1.2 * rng.gen_range(0.0..1.0));
         let mut child = w
             .cmd()
             .args(op.args(&w))
@@ -257,7 +290,8 @@ fn sigkill_at_random_moments_leaves_the_state_before_or_after() {
             });
         let kind = tally.by_kind.entry(op.kind()).or_default();
         kind.0 += usize::from(killed);
-        kind.1 += usize::from(killed && names == after.systems);
+        let written = std::fs::read(&w.vault).expect("keyring file") != file_before;
+        kind.1 += usize::from(killed && names == after.systems && written);
         if names == after.systems {
             tally.after += 1;
             state = after;
@@ -279,6 +313,11 @@ fn sigkill_at_random_moments_leaves_the_state_before_or_after() {
         .filter_map(Result::ok)
         .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
         .count();
+    let keys = rotation_settles(&w, &nas);
+    eprintln!(
+        "crash harness: after the last rotation the NAS holds {keys} key(s) for {ROTATING}, \
+         the stored one"
+    );
     eprintln!(
         "crash harness: {} commands in {:?} (typical {typical:?}): {} killed, {} finished before \
          the kill; states verified {}: {} before, {} after; {leftovers} temporary files left; \
@@ -293,7 +332,9 @@ fn sigkill_at_random_moments_leaves_the_state_before_or_after() {
         tally.token_repairs
     );
     for (kind, (killed, after)) in &tally.by_kind {
-        eprintln!("crash harness: {kind}: {killed} killed, {after} of them already committed");
+        eprintln!(
+            "crash harness: {kind}: {killed} killed, {after} of them had already written the keyring"
+        );
     }
     assert_eq!(tally.verified, kills);
     assert!(
@@ -305,4 +346,47 @@ fn sigkill_at_random_moments_leaves_the_state_before_or_after() {
 /// SIGKILL's number on Linux.
 fn libc_sigkill() -> i32 {
     9
+}
+
+/// A system on the TrueNAS test double, with a key made there and checked when stored.
+fn add_rotating(w: &World, nas: &common::double::Double) {
+    let key = w.write("rotating.key", &format!("{}\n", nas.issue_key("nas1")));
+    let out = w.run(&[
+        "add",
+        ROTATING,
+        "--url",
+        &nas.url("nas1"),
+        "--username",
+        common::double::ADMIN,
+        "--api-key-file",
+        key.to_str().expect("utf8"),
+        "--tls-fingerprint",
+        &nas.fingerprint("nas1"),
+    ]);
+    assert_ok(&out, "add the rotating system");
+}
+
+/// One rotation left alone finishes whatever the kills left pending: afterwards the stored key
+/// connects and it is the only key on the NAS (no orphan of an interrupted rotation is left).
+fn rotation_settles(w: &World, nas: &common::double::Double) -> usize {
+    let out = w.run(&["rotate", ROTATING, "--connect-timeout", "5"]);
+    assert_ok(&out, "a last rotation");
+    let out = w.run(&["status", "--json", "--no-cards", "--connect-timeout", "5"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    let row = rows
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == ROTATING))
+        .expect("the rotating system");
+    assert_eq!(row["connected"], true, "the stored key works: {row}");
+    let live: Vec<_> = nas
+        .keys("nas1")
+        .into_iter()
+        .filter(|k| k["revoked"] != true)
+        .collect();
+    assert_eq!(
+        live.len(),
+        1,
+        "one key left on the NAS, the stored one: {live:?}"
+    );
+    live.len()
 }
