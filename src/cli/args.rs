@@ -123,9 +123,9 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// A name for the keyring
+    /// A name for the keyring (asked when not given)
     #[arg(long)]
-    pub name: String,
+    pub name: Option<String>,
     /// The token that holds the key-agreement key (pkcs11:… or piv:…)
     #[arg(long, value_name = "URI")]
     pub token: String,

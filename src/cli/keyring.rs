@@ -15,7 +15,7 @@ use crate::vault::crypto::{self, KdfCost};
 use crate::vault::{check_name, Document, OpenKeyring, TokenEnrolment};
 
 pub fn init(ctx: &mut Context, args: InitArgs) -> Result<(), CliError> {
-    check_name("the keyring name", &args.name)?;
+    let name = keyring_name(ctx, &args)?;
     let cost = kdf_cost(&args)?;
     if ctx.vault.path().exists() {
         ctx.vault.lock_for_create()?;
@@ -35,7 +35,7 @@ pub fn init(ctx: &mut Context, args: InitArgs) -> Result<(), CliError> {
         NewPassphrasePolicy {
             accept_weak: args.accept_weak_passphrase,
         },
-        &[args.name.as_str(), "nasring", "truenas"],
+        &[name.as_str(), "nasring", "truenas"],
     )?;
     let pin = init_pin(ctx, tok.as_mut(), separate_pin, &passphrase)?;
     tok.login(&pin)?;
@@ -56,7 +56,7 @@ pub fn init(ctx: &mut Context, args: InitArgs) -> Result<(), CliError> {
         attestation,
     };
     let lock = ctx.vault.lock_for_create()?;
-    let mut keyring = OpenKeyring::create(&args.name, &passphrase, cost, &enrolment)?;
+    let mut keyring = OpenKeyring::create(&name, &passphrase, cost, &enrolment)?;
     let code_to = if args.recovery.no_recovery_code {
         None
     } else {
@@ -89,6 +89,16 @@ fn check_code_destination(ctx: &mut Context, args: &InitArgs) -> Result<(), CliE
             .ui
             .show_secret("nasring makes a recovery code for this keyring and shows it once below."),
     }
+}
+
+/// The name from `--name`, or asked on the terminal; an empty or unusable name is refused.
+fn keyring_name(ctx: &mut Context, args: &InitArgs) -> Result<String, CliError> {
+    let name = match &args.name {
+        Some(name) => name.clone(),
+        None => ctx.ui.line("Keyring name: ")?.trim().to_string(),
+    };
+    check_name("the keyring name", &name)?;
+    Ok(name)
 }
 
 fn kdf_cost(args: &InitArgs) -> Result<KdfCost, CliError> {
