@@ -103,7 +103,7 @@ pub enum Command {
     Reset(ResetArgs),
     /// Show the keyring: name, unlockers, unlock policy, number of systems
     Info,
-    /// Enrol, list and remove the tokens that open the keyring
+    /// Enrol, list and remove the tokens that open the keyring, or make a key on one
     #[command(subcommand)]
     Token(TokenCommand),
     /// Replace the recovery code
