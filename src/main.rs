@@ -6,6 +6,7 @@ use clap::Parser;
 use nasring::cli::{self, args::Cli, exit, prompt::Terminal};
 
 fn main() -> ExitCode {
+    nasring::secret::keep_out_of_core_dumps();
     init_logging();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

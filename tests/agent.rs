@@ -694,3 +694,21 @@ fn a_new_master_key_ends_the_agent_that_holds_the_old_one() {
         assert!(stdout(&out).contains(api_secret(API_KEY)));
     }
 }
+
+#[test]
+fn every_command_runs_without_core_dumps() {
+    let mut a = Agented::new();
+    a.add_offline("nas1", API_KEY);
+    a.unlock(&[]);
+    // exec replaces nasring with the command, which keeps nasring's limits.
+    let out = a.run_locked_out(&["exec", "nas1", "--", "cat", "/proc/self/limits"]);
+    assert_ok(&out, "exec");
+    let limits = stdout(&out);
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .expect("core limit");
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    assert_eq!(&fields[4..6], ["0", "0"], "{core}");
+    assert_ok(&a.run_locked_out(&["lock"]), "lock");
+}
