@@ -636,15 +636,9 @@ fn trace_logs_of_commands_using_the_agent_hold_no_secret() {
     );
 }
 
-/// Runs `nasring ARGS` on a pseudo-terminal (through script(1)); its output comes back here.
+/// Runs `nasring ARGS` on a pseudo-terminal; its output comes back here.
 fn on_terminal(a: &Agented, args: &str) -> Output {
-    let mut cmd = Command::new("script");
-    cmd.env_clear()
-        .envs(a.cmd().get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
-        .args(["-q", "-e", "-c"])
-        .arg(format!("{} {args}", env!("CARGO_BIN_EXE_nasring")))
-        .arg("/dev/null");
-    cmd.output().expect("run script")
+    common::on_terminal(&a.cmd(), args, "")
 }
 
 #[test]

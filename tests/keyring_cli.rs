@@ -506,28 +506,13 @@ fn an_extractable_key_gets_a_warning_and_a_missing_key_or_module_a_remedy() {
 
 #[test]
 fn init_asks_for_the_name_on_the_terminal_when_not_given() {
-    use std::process::{Command, Stdio};
-
     let w = World::new();
     let init = |answer: &str| {
-        let mut cmd = Command::new("script");
-        cmd.env_clear()
-            .envs(w.cmd().get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
-            .args(["-q", "-e", "-c"])
-            .arg(format!(
-                "{} init --token '{}' --generate-key --kdf-memory-mib 8 --no-recovery-code",
-                env!("CARGO_BIN_EXE_nasring"),
-                w.hsm.uri
-            ))
-            .arg("/dev/null")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("run script (util-linux)");
-        let mut stdin = child.stdin.take().expect("stdin");
-        std::io::Write::write_all(&mut stdin, answer.as_bytes()).expect("answer");
-        drop(stdin);
-        child.wait_with_output().expect("wait")
+        let args = format!(
+            "init --token '{}' --generate-key --kdf-memory-mib 8 --no-recovery-code",
+            w.hsm.uri
+        );
+        on_terminal(&w.cmd(), &args, answer)
     };
 
     let out = init("\n");

@@ -590,18 +590,7 @@ fn on_a_terminal_status_shows_progress_while_systems_answer() {
     let d = Double::start(vec![double::system("nas1"), double::system("nas2")]);
     import_key(&w, &d, "nas1");
     import_key(&w, &d, "nas2");
-    let out = std::process::Command::new("script")
-        .env_clear()
-        .envs(w.cmd().get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
-        .args(["-q", "-e", "-c"])
-        .arg(format!(
-            "{} status --no-cards",
-            env!("CARGO_BIN_EXE_nasring")
-        ))
-        .arg("/dev/null")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run script (util-linux)");
+    let out = common::on_terminal(&w.cmd(), "status --no-cards", "");
     assert_ok(&out, "status on a terminal");
     let screen = stdout(&out);
     assert!(screen.contains("Checking systems: 2/2"), "{screen}");

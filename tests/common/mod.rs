@@ -171,6 +171,26 @@ impl World {
     }
 }
 
+/// Runs `nasring ARGS` on a pseudo-terminal (util-linux `script`), with the environment `cmd`
+/// was given, and types `input` at it. What the terminal showed comes back as stdout.
+pub fn on_terminal(cmd: &Command, args: &str, input: &str) -> Output {
+    let mut script = Command::new("script");
+    script
+        .env_clear()
+        .envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .args(["-q", "-e", "-c"])
+        .arg(format!("{} {args}", env!("CARGO_BIN_EXE_nasring")))
+        .arg("/dev/null")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = script.spawn().expect("run script (util-linux)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut stdin, input.as_bytes()).expect("type at the terminal");
+    drop(stdin);
+    child.wait_with_output().expect("wait for script")
+}
+
 pub fn text(out: &Output) -> String {
     format!(
         "status: {:?}\nstdout:\n{}\nstderr:\n{}",
