@@ -152,6 +152,18 @@ pub fn read_secret_file(path: &std::path::Path) -> std::io::Result<Zeroizing<Str
     Ok(text)
 }
 
+/// Keeps this process's memory, which holds secrets for a while, out of core dumps: the core
+/// size limit goes to zero and the process is marked not dumpable (which also keeps other
+/// processes of the user from reading its memory through ptrace or /proc). Best effort: a
+/// system that refuses either still runs nasring. A command started by `nasring exec`
+/// inherits the zero core limit.
+// Limitation: only the agent locks its memory against swapping; a command's own memory is
+// not locked (Argon2id's 64 MiB would exceed the usual locked-memory limit).
+pub fn keep_out_of_core_dumps() {
+    let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
+    let _ = nix::sys::prctl::set_dumpable(false);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,16 +178,4 @@ mod tests {
             "correct horse"
         );
     }
-}
-
-/// Keeps this process's memory, which holds secrets for a while, out of core dumps: the core
-/// size limit goes to zero and the process is marked not dumpable (which also keeps other
-/// processes of the user from reading its memory through ptrace or /proc). Best effort: a
-/// system that refuses either still runs nasring. A command started by `nasring exec`
-/// inherits the zero core limit.
-// Limitation: only the agent locks its memory against swapping; a command's own memory is
-// not locked (Argon2id's 64 MiB would exceed the usual locked-memory limit).
-pub fn keep_out_of_core_dumps() {
-    let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
-    let _ = nix::sys::prctl::set_dumpable(false);
 }
