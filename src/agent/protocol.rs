@@ -100,6 +100,20 @@ pub struct UnlockedSystem {
     pub api_key: Option<ApiKey>,
 }
 
+impl UnlockedSystem {
+    /// A system of an authenticated keyring, with its key as it opened.
+    pub fn from_entry(entry: &crate::vault::SystemEntry, api_key: Option<ApiKey>) -> Self {
+        UnlockedSystem {
+            name: entry.name.clone(),
+            url: entry.url.clone(),
+            username: entry.username.clone(),
+            tls: entry.tls.clone(),
+            api_key_expires_at: entry.api_key_expires_at.clone(),
+            api_key,
+        }
+    }
+}
+
 impl From<SystemWire> for UnlockedSystem {
     fn from(mut wire: SystemWire) -> Self {
         let api_key = wire

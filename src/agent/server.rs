@@ -395,13 +395,8 @@ impl Agent {
             .systems()
             .iter()
             .filter(|s| name.is_none_or(|n| n == s.name))
-            .map(|s| UnlockedSystem {
-                name: s.name.clone(),
-                url: s.url.clone(),
-                username: s.username.clone(),
-                tls: s.tls.clone(),
-                api_key_expires_at: s.api_key_expires_at.clone(),
-                api_key: keyring.api_key(&self.handoff.master_key, s).ok(),
+            .map(|s| {
+                UnlockedSystem::from_entry(s, keyring.api_key(&self.handoff.master_key, s).ok())
             })
             .collect();
         if let (Some(name), true) = (name, systems.is_empty()) {

@@ -98,14 +98,7 @@ fn from_keyring(keyring: &OpenKeyring, want: Want) -> Result<Vec<UnlockedSystem>
         .systems()
         .iter()
         .filter(|s| matches!(want, Want::All) || matches!(want, Want::One(n) if n == s.name))
-        .map(|s| UnlockedSystem {
-            name: s.name.clone(),
-            url: s.url.clone(),
-            username: s.username.clone(),
-            tls: s.tls.clone(),
-            api_key_expires_at: s.api_key_expires_at.clone(),
-            api_key: keyring.api_key(&s.name).ok(),
-        })
+        .map(|s| UnlockedSystem::from_entry(s, keyring.api_key(&s.name).ok()))
         .collect())
 }
 

@@ -1,6 +1,7 @@
 //! Commands about the keyring as a whole: init, info, list, reset.
 
 use serde::Serialize;
+use tracing::debug;
 
 use super::args::{InitArgs, ResetArgs};
 use super::output;
@@ -8,8 +9,6 @@ use super::prompt::NewPassphrasePolicy;
 use super::unlockers::{deliver_recovery_code, discard_code_file, CodeDestination};
 use super::{status_cache_path, CliError, Context};
 use crate::secret::{Passphrase, Pin};
-use tracing::debug;
-
 use crate::token::{self, Attestation, KeygenOptions, Token, TokenUri};
 use crate::vault::crypto::{self, KdfCost};
 use crate::vault::{check_name, Document, OpenKeyring, TokenEnrolment};
@@ -39,7 +38,7 @@ pub fn init(ctx: &mut Context, args: InitArgs) -> Result<(), CliError> {
     )?;
     let pin = init_pin(ctx, tok.as_mut(), separate_pin, &passphrase)?;
     tok.login(&pin)?;
-    let public_key = token_key(ctx, tok.as_mut(), &args)?;
+    let public_key = token_key(ctx, tok.as_mut(), args.generate_key)?;
     if let Some(hint) = tok.touch_hint() {
         ctx.ui.notice(&hint);
     }
@@ -153,12 +152,13 @@ fn init_pin(
         .ok_or_else(|| CliError::Failed("no PIN for the token".into()))
 }
 
-fn token_key(
+/// The token's key-agreement key, made on it first if asked; the token's warnings are shown.
+pub(super) fn token_key(
     ctx: &mut Context,
     tok: &mut dyn Token,
-    args: &InitArgs,
+    generate: bool,
 ) -> Result<p256::PublicKey, CliError> {
-    let key = if args.generate_key {
+    let key = if generate {
         tok.generate_key(&KeygenOptions::default())?
     } else {
         tok.public_key()?

@@ -16,7 +16,7 @@ use super::open::{open_keyring, open_keyring_with_passphrase, open_with_token, p
 use super::prompt::NewPassphrasePolicy;
 use super::{output, CliError, Context};
 use crate::secret::{Passphrase, RecoveryCode};
-use crate::token::{self, KeygenOptions, TokenUri};
+use crate::token::{self, TokenUri};
 use crate::vault::{Document, OpenKeyring, PassphraseChange, TokenEnrolment};
 
 pub fn token(ctx: &mut Context, command: TokenCommand) -> Result<(), CliError> {
@@ -157,14 +157,7 @@ fn enrol_present(
     let pin = pin_for(ctx, tok.as_mut(), &label, separate_pin, passphrase)?
         .ok_or_else(|| CliError::Failed("no PIN for the token".into()))?;
     tok.login(&pin)?;
-    let public_key = if args.generate_key {
-        tok.generate_key(&KeygenOptions::default())?
-    } else {
-        tok.public_key()?
-    };
-    for warning in tok.warnings() {
-        ctx.ui.notice(&format!("Warning: {warning}"));
-    }
+    let public_key = super::keyring::token_key(ctx, tok.as_mut(), args.generate_key)?;
     prove_agreement(tok.as_mut(), &public_key)?;
     let attestation = super::keyring::check_attestation(ctx, tok.as_mut())?;
     let info = tok.info();
