@@ -358,7 +358,13 @@ fn field_swaps_and_an_entry_moved_from_another_keyring_are_caught() {
         .cmd()
         .env("NASRING_VAULT", &b_vault)
         .args(["init", "--name", "other", "--token", &a.hsm.uri])
-        .args(["--kdf-memory-mib", "8", "--kdf-iterations", "1"])
+        .args([
+            "--kdf-memory-mib",
+            "8",
+            "--kdf-iterations",
+            "1",
+            "--no-recovery-code",
+        ])
         .output()
         .expect("init");
     assert_ok(&out, "init of the second keyring");
