@@ -395,7 +395,16 @@ pub fn deliver_recovery_code(
              offline, apart from your tokens.\n",
             code.expose()
         ))),
-        CodeDestination::File(path) => write_code_file(path, code),
+        CodeDestination::File(path) => {
+            write_code_file(path, code)?;
+            ctx.ui.notice(&format!(
+                "The recovery code of keyring \"{keyring}\" is in {} (mode 0600). It opens the \
+                 keyring without any token or passphrase: keep it offline, apart from your \
+                 tokens, and delete this copy.",
+                path.display()
+            ));
+            Ok(())
+        }
     }
 }
 
