@@ -435,3 +435,39 @@ fn the_agent_outlives_other_uses_of_the_card_and_ends_when_it_is_removed() {
     }
     assert!(!alive(), "the agent outlived the card's removal");
 }
+
+/// A pcscd of this test's own, with no reader configured, in a mount namespace whose
+/// /run/pcscd is a fresh tmpfs: nasring talks to it and finds no reader at all.
+#[test]
+fn no_reader_at_all_has_its_own_message() {
+    let w = PivWorld::new();
+    let empty = w.tmp.path().join("no-readers.conf");
+    std::fs::write(&empty, "").expect("empty reader configuration");
+    let script = format!(
+        "mount -t tmpfs none /run/pcscd || exit 90
+         pcscd --foreground -c '{conf}' >/dev/null 2>&1 &
+         pid=$!
+         for _ in $(seq 100); do [ -S /run/pcscd/pcscd.comm ] && break; sleep 0.05; done
+         '{nasring}' token keygen --token piv:
+         status=$?
+         kill $pid
+         wait $pid
+         exit $status",
+        conf = empty.display(),
+        nasring = env!("CARGO_BIN_EXE_nasring"),
+    );
+    let base = w.cmd();
+    let mut unshare = std::process::Command::new("unshare");
+    unshare
+        .env_clear()
+        .envs(base.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .env("NASRING_CARD_WAIT", "1")
+        .args(["-m", "sh", "-c", &script]);
+    let out = unshare.output().expect("unshare -m (util-linux, as root)");
+    assert_code(&out, 1, "keygen with no reader");
+    assert!(
+        stderr(&out).contains("no smart card reader is connected"),
+        "{}",
+        text(&out)
+    );
+}
