@@ -129,6 +129,11 @@ fn a_full_disk_and_a_read_only_folder_leave_the_old_keyring_intact() {
     assert_code(&out, 1, "add on a full disk");
     let err = stderr(&out);
     assert!(err.contains("No space left on device"), "{}", text(&out));
+    assert!(
+        err.contains("Free some space"),
+        "says what to do: {}",
+        text(&out)
+    );
     assert_eq!(
         std::fs::read(&vault).expect("vault"),
         before,
@@ -169,6 +174,11 @@ fn a_full_disk_and_a_read_only_folder_leave_the_old_keyring_intact() {
     assert_code(&out, 1, "add on a read-only folder");
     let err = stderr(&out);
     assert!(err.contains("Read-only file system"), "{}", text(&out));
+    assert!(
+        err.contains("remount it writable"),
+        "says what to do: {}",
+        text(&out)
+    );
     assert_eq!(
         std::fs::read(&vault).expect("vault"),
         before,

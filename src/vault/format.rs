@@ -210,6 +210,7 @@ pub fn signed_bytes(document: &Document) -> Result<Vec<u8>, VaultError> {
     let body = serde_json::to_vec(document).map_err(|e| VaultError::Io {
         action: "encoding the keyring".into(),
         detail: e.to_string(),
+        remedy: "Please report this: nothing was written.",
     })?;
     let mut out = format!("{MAGIC} v{FORMAT_VERSION}\n").into_bytes();
     out.extend_from_slice(&body);

@@ -107,8 +107,12 @@ pub enum VaultError {
     Invalid { what: String, reason: String },
     #[error("another nasring process has held the keyring for a minute.\nWait for it to finish, then try again.")]
     Busy,
-    #[error("{action} failed: {detail}")]
-    Io { action: String, detail: String },
+    #[error("{action} failed: {detail}.\n{remedy}")]
+    Io {
+        action: String,
+        detail: String,
+        remedy: &'static str,
+    },
 }
 
 impl VaultError {

@@ -16,6 +16,29 @@ fn io_error(action: impl Into<String>, path: &Path, e: io::Error) -> VaultError 
     VaultError::Io {
         action: format!("{} {}", action.into(), path.display()),
         detail: e.to_string(),
+        remedy: io_remedy(&e),
+    }
+}
+
+/// What to do about a failed file operation. A failed write leaves the keyring as it was.
+fn io_remedy(e: &io::Error) -> &'static str {
+    use nix::libc::{EDQUOT, ENOSPC, EROFS};
+    match e.raw_os_error() {
+        Some(ENOSPC) | Some(EDQUOT) => {
+            "Free some space on that file system (or raise your quota), then try again; the \
+             keyring was left as it was."
+        }
+        Some(EROFS) => {
+            "That file system is mounted read-only: remount it writable, or keep the keyring \
+             elsewhere with --vault PATH."
+        }
+        _ => match e.kind() {
+            io::ErrorKind::PermissionDenied => {
+                "Check that you own the keyring's folder and may write to it, then try again."
+            }
+            io::ErrorKind::NotFound => "Check that the keyring's folder exists, then try again.",
+            _ => "Check the keyring's folder and its file system, then try again.",
+        },
     }
 }
 
