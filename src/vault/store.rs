@@ -119,6 +119,7 @@ pub fn read(vault: &Path) -> Result<Option<Vec<u8>>, VaultError> {
 /// Replaces the keyring file atomically. The caller holds the exclusive lock.
 pub fn write_atomic(vault: &Path, bytes: &[u8]) -> Result<(), VaultError> {
     ensure_folder(vault)?;
+    remove_stale_temporaries(vault);
     let dir = vault
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -132,6 +133,36 @@ pub fn write_atomic(vault: &Path, bytes: &[u8]) -> Result<(), VaultError> {
     }
     result?;
     sync_folder(dir)
+}
+
+/// Removes `<file>.<pid>.tmp` copies left by nasring processes that were killed while they
+/// wrote (their pid no longer runs). A copy of a process that still runs is left alone.
+fn remove_stale_temporaries(vault: &Path) {
+    let (Some(dir), Some(name)) = (vault.parent(), vault.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let file = file.to_string_lossy();
+        let pid = file
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
 }
 
 fn write_then_rename(tmp: &Path, vault: &Path, bytes: &[u8]) -> Result<(), VaultError> {
@@ -198,5 +229,24 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn copies_left_by_killed_writers_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k.nasring");
+        // No process has a pid this large (the kernel's limit is 2^22).
+        let dead = dir.path().join("k.nasring.4294967295.tmp");
+        // Process 1 always runs.
+        let live = dir.path().join("k.nasring.1.tmp");
+        let other = dir.path().join("other.nasring.4294967295.tmp");
+        for f in [&dead, &live, &other] {
+            fs::write(f, b"left over").expect("write");
+        }
+        let _lock = lock(&path, true).expect("lock");
+        write_atomic(&path, b"one").expect("write");
+        assert!(!dead.exists(), "a dead writer's copy is removed");
+        assert!(live.exists(), "a running writer's copy is kept");
+        assert!(other.exists(), "another keyring's copy is not touched");
     }
 }
