@@ -185,6 +185,15 @@ fn a_full_disk_and_a_read_only_folder_leave_the_old_keyring_intact() {
         "the keyring changed"
     );
     eprintln!("read-only: {}", err.trim());
+    // Reading needs no write: the keyring opens and lists on the read-only folder.
+    opens_with(&w, &vault, &["nas1"]);
+    let out = w
+        .cmd()
+        .env("NASRING_VAULT", &vault)
+        .arg("list")
+        .output()
+        .expect("run");
+    assert_ok(&out, "list on a read-only folder");
 
     fs.remount("rw");
     opens_with(&w, &vault, &["nas1"]);

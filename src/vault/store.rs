@@ -52,9 +52,10 @@ pub fn default_path() -> Option<PathBuf> {
     Some(data.join("nasring").join("keyring.nasring"))
 }
 
-/// A held lock on a keyring (its `.lock` file beside it). Released when dropped.
+/// A held lock on a keyring (its `.lock` file beside it). Released when dropped. A reader on
+/// a read-only file system holds none where no lock file can exist: nobody can write there.
 pub struct KeyringLock {
-    _file: File,
+    _file: Option<File>,
 }
 
 fn lock_path(vault: &Path) -> PathBuf {
@@ -68,14 +69,11 @@ fn lock_path(vault: &Path) -> PathBuf {
 pub fn lock(vault: &Path, exclusive: bool) -> Result<KeyringLock, VaultError> {
     ensure_folder(vault)?;
     let path = lock_path(vault);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| io_error("opening the lock file", &path, e))?;
+    let file = match open_lock_file(&path, exclusive) {
+        Ok(Some(file)) => file,
+        Ok(None) => return Ok(KeyringLock { _file: None }),
+        Err(e) => return Err(io_error("opening the lock file", &path, e)),
+    };
     let start = Instant::now();
     loop {
         let attempt = if exclusive {
@@ -84,13 +82,35 @@ pub fn lock(vault: &Path, exclusive: bool) -> Result<KeyringLock, VaultError> {
             file.try_lock_shared()
         };
         match attempt {
-            Ok(()) => return Ok(KeyringLock { _file: file }),
+            Ok(()) => return Ok(KeyringLock { _file: Some(file) }),
             Err(fs::TryLockError::WouldBlock) if start.elapsed() < LOCK_WAIT => {
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(fs::TryLockError::WouldBlock) => return Err(VaultError::Busy),
             Err(fs::TryLockError::Error(e)) => return Err(io_error("locking", &path, e)),
         }
+    }
+}
+
+/// Opens (or makes) the lock file. A reader on a read-only file system opens an existing one
+/// read-only, which `flock` accepts; where there is none, it needs none (`Ok(None)`).
+fn open_lock_file(path: &Path, exclusive: bool) -> io::Result<Option<File>> {
+    let writable = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path);
+    match writable {
+        Err(e) if !exclusive && e.raw_os_error() == Some(nix::libc::EROFS) => {
+            match File::open(path) {
+                Ok(file) => Ok(Some(file)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+        other => other.map(Some),
     }
 }
 
