@@ -67,22 +67,8 @@ impl Drop for SmallFs {
 
 fn add(w: &World, vault: &Path, name: &str) -> std::process::Output {
     let key_file = w.write(&format!("{name}.key"), &format!("{API_KEY}\n"));
-    let fp = format!("sha256:{}", "ab".repeat(32));
-    w.cmd()
+    w.add_unchecked(name, &key_file)
         .env("NASRING_VAULT", vault)
-        .args([
-            "add",
-            name,
-            "--url",
-            "https://127.0.0.1:9",
-            "--username",
-            "admin",
-            "--api-key-file",
-            key_file.to_str().expect("utf8"),
-            "--tls-fingerprint",
-            &fp,
-            "--no-check",
-        ])
         .output()
         .expect("run nasring")
 }

@@ -267,22 +267,10 @@ fn separate_pin_needs_both_right() {
 #[test]
 fn eight_processes_adding_at_once_lose_nothing() {
     let w = World::with_keyring();
-    let fp = format!("sha256:{}", "cd".repeat(32));
     let children: Vec<_> = (0..8)
         .map(|i| {
             let key = w.write(&format!("k{i}"), &format!("{}-abcdefgh{i}\n", 100 + i));
-            w.cmd()
-                .args([
-                    "add",
-                    &format!("sys{i}"),
-                    "--url",
-                    "https://127.0.0.1:9",
-                    "--username",
-                    "u",
-                ])
-                .arg("--api-key-file")
-                .arg(&key)
-                .args(["--tls-fingerprint", &fp, "--no-check"])
+            w.add_unchecked(&format!("sys{i}"), &key)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()

@@ -150,23 +150,32 @@ impl World {
         assert_ok(&out, "init");
     }
 
-    /// Adds a system by importing a key, pinned to a made-up fingerprint.
-    pub fn add_ok(&self, name: &str, key: &str) {
-        let key_file = self.write(&format!("{name}.key"), &format!("{key}\n"));
+    /// `add NAME` importing the key in `key_file`, untried (`--no-check`), for a system at a
+    /// loopback port that nothing answers on, pinned to a made-up fingerprint.
+    pub fn add_unchecked(&self, name: &str, key_file: &Path) -> Command {
         let fp = format!("sha256:{}", "ab".repeat(32));
-        let out = self.run(&[
+        let mut cmd = self.cmd();
+        cmd.args([
             "add",
             name,
             "--url",
             "https://127.0.0.1:9",
             "--username",
             "admin",
-            "--api-key-file",
-            key_file.to_str().expect("utf8 path"),
-            "--tls-fingerprint",
-            &fp,
-            "--no-check",
-        ]);
+        ])
+        .arg("--api-key-file")
+        .arg(key_file)
+        .args(["--tls-fingerprint", &fp, "--no-check"]);
+        cmd
+    }
+
+    /// Adds a system by importing a key, pinned to a made-up fingerprint.
+    pub fn add_ok(&self, name: &str, key: &str) {
+        let key_file = self.write(&format!("{name}.key"), &format!("{key}\n"));
+        let out = self
+            .add_unchecked(name, &key_file)
+            .output()
+            .expect("run nasring");
         assert_ok(&out, "add");
     }
 }
